@@ -1,0 +1,246 @@
+"""Recordings -> training windows: every detected call is an example, quiet stretches are no_birds.
+
+Preparation decodes each file once (through the cache), finds its call windows and quiet
+segments, and remembers them; the ``WindowDataset`` then only slices cached arrays, so data
+loading stays a small share of a training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from datasets.audio_cache import DecodedAudioCache
+from datasets.audio_utils import (
+    DEFAULT_CALL_BAND_HZ,
+    AudioLoadError,
+    detect_call_windows,
+    sliding_window_starts,
+)
+from datasets.empty_segment_dataset import find_quiet_segments
+from datasets.split_manifest import SkippedFile
+
+log = logging.getLogger(__name__)
+
+NO_BIRDS = "no_birds"
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How examples are cut from a recording; part of the cache key of the results."""
+
+    clip_duration: float = 3.0
+    extract_calls: bool = True
+    call_band_hz: tuple[float, float] = DEFAULT_CALL_BAND_HZ
+    call_threshold_k: float = 2.0
+    energy_threshold_factor: float = 1.5
+    quiet_segments_per_file: int = 2
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class PreparedRecording:
+    path: str
+    label: str
+    split: str
+    source: str
+    key: str
+    duration_s: float
+    call_starts: list[float] = field(default_factory=list)
+    quiet_starts: list[float] = field(default_factory=list)
+    used_fallback: bool = False
+
+
+@dataclass(frozen=True)
+class WindowExample:
+    key: str
+    start_s: float
+    label: int
+    path: str
+    kind: str  # "call" | "quiet" | "clip"
+
+
+def _analyse(audio: np.ndarray, sr: int, settings: WindowSettings, bird: bool) -> dict:
+    if not bird:
+        # A no-birds file: its whole length is background, cut into clip-long pieces.
+        clip = settings.clip_duration
+        starts = sliding_window_starts(len(audio) / sr, clip, clip)
+        return {"call_starts": starts, "quiet_starts": [], "used_fallback": False}
+    if settings.extract_calls:
+        calls, fallback = detect_call_windows(
+            audio, sr, settings.clip_duration, settings.call_band_hz, k=settings.call_threshold_k
+        )
+    else:
+        clip = settings.clip_duration
+        calls = sliding_window_starts(len(audio) / sr, clip, clip)
+        fallback = False
+    quiet = find_quiet_segments(
+        audio,
+        sr,
+        settings.clip_duration,
+        settings.energy_threshold_factor,
+        settings.quiet_segments_per_file,
+        settings.call_band_hz,
+    )
+    return {"call_starts": calls, "quiet_starts": quiet, "used_fallback": fallback}
+
+
+def _prepare_with_cache(
+    row: dict, abs_path: str, cache: DecodedAudioCache, settings: WindowSettings
+) -> tuple[dict | None, str | None]:
+    """Decode (cached) and analyse (cached) one file; (result, None) or (None, reason)."""
+    try:
+        key = cache.ensure(abs_path)
+    except AudioLoadError as error:
+        return None, str(error)
+    except OSError as error:
+        return None, f"cannot read file ({error})"
+    bird = row["source"] == "bird" and row["label"] != NO_BIRDS
+    name = f"windows-{settings.digest()}-{'bird' if bird else 'bg'}"
+    audio = cache.get(key)
+    result = cache.read_json(key, name)
+    if result is None:
+        result = _analyse(np.asarray(audio), cache.sample_rate, settings, bird)
+        cache.write_json(key, name, result)
+    prepared = PreparedRecording(
+        path=row["path"],
+        label=row["label"],
+        split=row["split"],
+        source=row["source"],
+        key=key,
+        duration_s=len(audio) / cache.sample_rate,
+        **result,
+    )
+    return asdict(prepared), None
+
+
+def _prepare_in_worker(args: tuple) -> tuple[dict | None, str | None]:
+    """Worker-process entry: plain arguments in, a fresh cache handle per call."""
+    row, abs_path, cache_dir, sample_rate, settings = args
+    return _prepare_with_cache(row, abs_path, DecodedAudioCache(cache_dir, sample_rate), settings)
+
+
+def prepare_recordings(
+    manifest: pd.DataFrame,
+    roots: dict[str, Path],
+    cache: DecodedAudioCache,
+    settings: WindowSettings,
+    skipped: list[SkippedFile],
+    num_workers: int = 0,
+) -> list[PreparedRecording]:
+    """Decode and analyse every manifest row; unusable files are skipped and recorded."""
+    rows = manifest.to_dict(orient="records")
+    cache_dir = cache.cache_dir.parent if cache.cache_dir is not None else None
+    jobs = [
+        (row, str(roots[row["source"]] / row["path"]), cache_dir, cache.sample_rate, settings)
+        for row in rows
+    ]
+    parallel = num_workers > 1 and cache_dir is not None and len(jobs) > 4
+    results: list[tuple[dict | None, str | None]] = []
+    progress = dict(total=len(jobs), desc="Preparing audio", unit="file", leave=False)
+    if parallel:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            results = list(tqdm(pool.map(_prepare_in_worker, jobs, chunksize=4), **progress))
+    else:
+        # In-process, so an in-memory cache is filled for the DataLoader to use.
+        results = [
+            _prepare_with_cache(row, path, cache, settings)
+            for row, path, *_ in tqdm(jobs, **progress)
+        ]
+    prepared = []
+    for (_, abs_path, *_), (result, error) in zip(jobs, results, strict=True):
+        if error is not None:
+            log.warning("Skipping %s: %s", abs_path, error)
+            skipped.append(SkippedFile(abs_path, error, "prepare"))
+        else:
+            prepared.append(PreparedRecording(**result))
+    return prepared
+
+
+def build_examples(
+    recordings: Sequence[PreparedRecording],
+    class_names: Sequence[str],
+    split: str,
+    no_birds_quiet_limit: int | None,
+    seed: int,
+) -> list[WindowExample]:
+    """Examples of one split: call windows of bird files, quiet segments and no-birds clips.
+
+    Quiet segments are subsampled (deterministically) to ``no_birds_quiet_limit`` so that the
+    no_birds class does not swamp the species.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    no_birds = index[NO_BIRDS]
+    examples: list[WindowExample] = []
+    quiet: list[WindowExample] = []
+    for rec in recordings:
+        if rec.split != split:
+            continue
+        kind = "call" if rec.label != NO_BIRDS else "clip"
+        examples.extend(
+            WindowExample(rec.key, s, index[rec.label], rec.path, kind) for s in rec.call_starts
+        )
+        quiet.extend(
+            WindowExample(rec.key, s, no_birds, rec.path, "quiet") for s in rec.quiet_starts
+        )
+    if no_birds_quiet_limit is not None and len(quiet) > no_birds_quiet_limit:
+        order = np.random.default_rng([seed, len(split)]).permutation(len(quiet))
+        quiet = [quiet[i] for i in sorted(order[:no_birds_quiet_limit])]
+    return examples + quiet
+
+
+WaveformAugment = Callable[[torch.Tensor], torch.Tensor]
+
+
+class WindowDataset(Dataset):
+    """Fixed-length windows sliced from cached audio; returns dicts so losses can add fields."""
+
+    def __init__(
+        self,
+        examples: Sequence[WindowExample],
+        cache: DecodedAudioCache,
+        clip_duration: float,
+        max_shift_s: float = 0.0,
+        augment: WaveformAugment | None = None,
+    ):
+        self.examples = list(examples)
+        self.cache = cache
+        self.sample_rate = cache.sample_rate
+        self.clip_samples = int(round(clip_duration * cache.sample_rate))
+        self.max_shift_s = max_shift_s
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def labels(self) -> list[int]:
+        return [e.label for e in self.examples]
+
+    def __getitem__(self, i: int) -> dict:
+        example = self.examples[i]
+        audio = self.cache.get(example.key)
+        start = int(round(example.start_s * self.sample_rate))
+        if self.max_shift_s > 0:
+            # torch's RNG, because DataLoader seeds it per worker (numpy's would repeat).
+            shift = int((torch.rand(()) * 2 - 1).item() * self.max_shift_s * self.sample_rate)
+            start = min(max(0, start + shift), max(0, len(audio) - self.clip_samples))
+        window = np.zeros(self.clip_samples, dtype=np.float32)
+        piece = audio[start : start + self.clip_samples]
+        window[: len(piece)] = piece
+        wave = torch.from_numpy(window)
+        if self.augment is not None:
+            wave = self.augment(wave)
+        return {"audio": wave, "label": example.label, "index": i}

@@ -1,0 +1,506 @@
+"""Complete student models (raw audio in, logits out), their registry, and checkpoint files.
+
+Every model takes a waveform ``(batch, samples)`` and returns LOGITS ``(batch, n_classes)``;
+the front-end is inside the model so the exported ONNX file needs nothing but audio.
+
+A checkpoint is one ``.pt`` file holding only plain Python types and tensors, so it loads with
+``torch.load(weights_only=True)`` (no pickled code is ever executed) and it carries everything
+needed to rebuild the model and to use it: model name and kwargs, class names, audio settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from modules import (
+    ConvBlock2d,
+    DepthwiseSeparableConv1d,
+    InstanceStandardize,
+    build_activation,
+    build_frontend,
+    build_time_pooling,
+)
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------
+
+MODEL_REGISTRY: dict[str, type[nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a model buildable by name (and so loadable from a checkpoint)."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered")
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(MODEL_REGISTRY)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return MODEL_REGISTRY[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class AudioClassifier(nn.Module):
+    """Shared skeleton: front-end -> ``feature_augment`` -> per-example standardisation -> body.
+
+    ``feature_augment`` is ``nn.Identity()`` until the trainer swaps in a ``SpecAugment``;
+    neither holds parameters or buffers, so the swap never changes the state dict.
+    Subclasses implement ``classify(features) -> logits`` on ``(B, n_bins, frames)``.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        sample_rate: int = 32000,
+        clip_duration: float = 3.0,
+        frontend: str = "logmel",
+        n_mels: int = 64,
+        dropout: float = 0.3,
+        frontend_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if n_classes < 1:
+            raise ValueError(f"n_classes must be >= 1, got {n_classes}")
+        self.n_classes = n_classes
+        self.sample_rate = sample_rate
+        self.clip_duration = clip_duration
+        self.dropout_rate = dropout
+        self.frontend = build_frontend(
+            frontend, sample_rate, n_bins=n_mels, **dict(frontend_kwargs or {})
+        )
+        self.n_bins: int = self.frontend.n_bins
+        self.feature_augment: nn.Module = nn.Identity()
+        self.normalize = InstanceStandardize()
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_duration))
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() != 2:
+            raise ValueError(f"expected audio of shape (batch, samples), got {tuple(audio.shape)}")
+        return self.normalize(self.feature_augment(self.frontend(audio)))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(audio))
+
+
+@register_model("dscnn_gru")
+class DSCNNGRU(AudioClassifier):
+    """The default edge student (~50k parameters): 1-D depthwise-separable CNN + GRU + attention.
+
+    Feature bins are channels and time is the only conv axis, which is far cheaper than 2-D
+    convs at the same receptive field. Blocks are causal and the GRU is unidirectional, so
+    everything before the attention pooling could run frame by frame on a stream. Two
+    stride-2 blocks cut the frame rate by 4 before the GRU, the only sequential (slow) part.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        sample_rate: int = 32000,
+        clip_duration: float = 3.0,
+        frontend: str = "logmel",
+        n_mels: int = 64,
+        dropout: float = 0.3,
+        channels: int = 64,
+        gru_hidden: int = 48,
+        n_blocks: int = 4,
+        kernel_size: int = 9,
+        strides: Sequence[int] | None = None,
+        block_dropout: float = 0.0,
+        activation: str = "relu",
+        attention_hidden: int = 0,
+        frontend_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
+        )
+        if strides is None:
+            strides = [2 if i in (1, 3) else 1 for i in range(n_blocks)]
+        if len(strides) != n_blocks:
+            raise ValueError(f"strides has {len(strides)} entries but n_blocks is {n_blocks}")
+        self.stem = nn.Sequential(
+            nn.Conv1d(self.n_bins, channels, kernel_size=1, bias=False),
+            nn.BatchNorm1d(channels),
+            build_activation(activation),
+        )
+        self.blocks = nn.Sequential(
+            *(
+                DepthwiseSeparableConv1d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    stride=int(stride),
+                    causal=True,
+                    se=True,
+                    dropout=block_dropout,
+                    activation=activation,
+                )
+                for stride in strides
+            )
+        )
+        self.gru = nn.GRU(channels, gru_hidden, num_layers=1, batch_first=True)
+        self.head = build_time_pooling(
+            "attention", gru_hidden, n_classes, dropout, attention_hidden=attention_hidden
+        )
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(features))  # (B, C, T')
+        x, _ = self.gru(x.transpose(1, 2))  # (B, T', H)
+        return self.head(x)
+
+
+@register_model("cnn2d")
+class CNN2D(AudioClassifier):
+    """Baseline: conv-BN-ReLU-pool blocks on the spectrogram image, global average, linear."""
+
+    def __init__(
+        self,
+        n_classes: int,
+        sample_rate: int = 32000,
+        clip_duration: float = 3.0,
+        frontend: str = "logmel",
+        n_mels: int = 64,
+        dropout: float = 0.3,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        frontend_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
+        )
+        widths = [1, *channels]
+        self.blocks = nn.Sequential(
+            *(ConvBlock2d(widths[i], widths[i + 1], pool=(2, 2)) for i in range(len(channels)))
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(widths[-1], n_classes)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(features.unsqueeze(1))  # (B, C, F', T')
+        return self.classifier(self.dropout(x.mean(dim=(2, 3))))
+
+
+@register_model("crnn")
+class CRNN(AudioClassifier):
+    """Baseline CRNN: 2-D conv blocks shrink frequency, a GRU reads time, a pooling head decides.
+
+    ``pooling`` picks how frame features become a clip decision: ``"attention"``,
+    ``"linear_softmax"`` (multiple-instance pooling of frame probabilities) or ``"max"``;
+    all return logits.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        sample_rate: int = 32000,
+        clip_duration: float = 3.0,
+        frontend: str = "logmel",
+        n_mels: int = 64,
+        dropout: float = 0.3,
+        channels: Sequence[int] = (16, 32, 64),
+        freq_pools: Sequence[int] = (4, 4, 2),
+        time_pools: Sequence[int] = (1, 2, 2),
+        gru_hidden: int = 64,
+        bidirectional: bool = True,
+        pooling: str = "attention",
+        attention_hidden: int = 0,
+        frontend_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
+        )
+        if not len(channels) == len(freq_pools) == len(time_pools):
+            raise ValueError("channels, freq_pools and time_pools need the same length")
+        freq_left = self.n_bins // math.prod(freq_pools)
+        if freq_left < 1:
+            raise ValueError(f"freq_pools {tuple(freq_pools)} shrink {self.n_bins} bins to nothing")
+        widths = [1, *channels]
+        self.blocks = nn.Sequential(
+            *(
+                ConvBlock2d(widths[i], widths[i + 1], pool=(freq_pools[i], time_pools[i]))
+                for i in range(len(channels))
+            )
+        )
+        self.gru = nn.GRU(
+            widths[-1] * freq_left, gru_hidden, batch_first=True, bidirectional=bidirectional
+        )
+        gru_out = gru_hidden * (2 if bidirectional else 1)
+        self.head = build_time_pooling(
+            pooling, gru_out, n_classes, dropout, attention_hidden=attention_hidden
+        )
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(features.unsqueeze(1))  # (B, C, F', T')
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C * F')
+        x, _ = self.gru(x)
+        return self.head(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------
+
+
+def model_summary(model: nn.Module, sample_rate: int, clip_duration: float) -> dict[str, int]:
+    """Size and cost of one clip: trainable ``parameters``, ``macs`` and ``size_bytes_fp32``.
+
+    ``macs`` are multiply-accumulates for one clip (batch 1), counted by ``FlopCounterMode``
+    (flops / 2). It counts matrix products and convolutions (incl. the GRU's, the mel matmul
+    and a ``stft_method="conv"`` DFT) but NOT ``torch.stft`` (an FFT, roughly
+    ``n_frames * n_fft * log2(n_fft)`` real operations, ~3 M at the defaults) nor element-wise
+    work (activations, BN, PCEN), which is small next to the products.
+    ``size_bytes_fp32`` is 4 bytes x (all parameters + floating-point buffers such as BN
+    statistics and the mel matrix): the float32 weight payload of an export.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        audio = torch.zeros(1, int(round(sample_rate * clip_duration)), device=device)
+        audio[0, ::97] = 0.1  # not pure silence, so no op can shortcut on zeros
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(audio)
+        macs = counter.get_total_flops() // 2
+    finally:
+        model.train(was_training)
+    n_weights = sum(p.numel() for p in model.parameters())
+    n_weights += sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return {
+        "parameters": count_parameters(model),
+        "macs": int(macs),
+        "size_bytes_fp32": int(4 * n_weights),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT_VERSION = 1
+REQUIRED_CHECKPOINT_KEYS: tuple[str, ...] = (
+    "format_version",
+    "model_name",
+    "model_kwargs",
+    "state_dict",
+    "class_names",
+    "audio",
+)
+_RESERVED_KEYS = frozenset(REQUIRED_CHECKPOINT_KEYS) | {"metrics", "config"}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says why and what to do (shown to users)."""
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Recursively turn ``value`` into types ``torch.load(weights_only=True)`` accepts.
+
+    numpy scalars/arrays become Python numbers/lists, tuples and other sequences become lists,
+    mappings (incl. OmegaConf configs) become dicts, paths become strings. Anything else is a
+    caller bug: fail now, with the key, instead of writing a checkpoint that cannot be loaded.
+    """
+    # numpy first: np.float64 and np.str_ subclass float/str but still pickle as numpy types.
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"cannot store {type(value).__name__} at {where!r} in a checkpoint")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: dict,
+    class_names: list[str],
+    audio: dict,
+    metrics: dict | None = None,
+    config: dict | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write a self-contained checkpoint atomically (temp file in the same folder + replace).
+
+    ``model_kwargs`` must rebuild ``model`` through ``build_model(model_name, **model_kwargs)``;
+    ``n_classes`` defaults to ``len(class_names)`` and ``sample_rate`` / ``clip_duration`` to
+    the ``audio`` entries. ``extra`` keys (e.g. ``split_manifest``, ``epoch``) go at top level.
+    """
+    if model_name not in MODEL_REGISTRY:
+        raise ValueError(f"unknown model {model_name!r}; valid names: {', '.join(list_models())}")
+    kwargs = dict(model_kwargs)
+    kwargs.setdefault("n_classes", len(class_names))
+    for key in ("sample_rate", "clip_duration"):
+        if key in audio:
+            kwargs.setdefault(key, audio[key])
+    if kwargs["n_classes"] != len(class_names):
+        raise ValueError(
+            f"model_kwargs n_classes={kwargs['n_classes']} but {len(class_names)} class names"
+        )
+    payload: dict[str, Any] = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model_name": model_name,
+        "model_kwargs": _plain(kwargs, "model_kwargs"),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "class_names": [str(c) for c in class_names],
+        "audio": _plain(audio, "audio"),
+        "metrics": _plain(metrics or {}, "metrics"),
+        "config": _plain(config or {}, "config"),
+    }
+    for key, value in (extra or {}).items():
+        if key in _RESERVED_KEYS:
+            raise ValueError(f"extra key {key!r} would overwrite a checkpoint field")
+        payload[key] = _plain(value, key)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    log.info("saved checkpoint %s (%s, %d classes)", path, model_name, len(class_names))
+
+
+def _read_checkpoint(path: Path, map_location: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint not found: {path}. Check the path, or train a model first to create it."
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling, zip, EOF, OS errors all mean "unusable file"
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is not a model checkpoint written by this "
+            f"project, or it is truncated/corrupted ({type(err).__name__}: {err}). "
+            "Point to the .pt file saved by training, or retrain to create a new one."
+        ) from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict; point to the "
+            ".pt file saved by training."
+        )
+    missing = [key for key in REQUIRED_CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a complete checkpoint (missing {', '.join(missing)}); it may be a "
+            "bare state dict or from another tool. Retrain to create a full checkpoint."
+        )
+    version = checkpoint["format_version"]
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {version!r}, newer than this code understands "
+            f"({CHECKPOINT_FORMAT_VERSION}); update the code to the version that wrote it."
+        )
+    return checkpoint
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from a checkpoint. Returns ``(model in eval mode, checkpoint dict)``."""
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, map_location)
+    name = checkpoint["model_name"]
+    if name not in MODEL_REGISTRY:
+        raise CheckpointError(
+            f"{path} holds model {name!r}, which this code does not know (known: "
+            f"{', '.join(list_models())}). Update the code, or retrain with a known model."
+        )
+    try:
+        model = build_model(name, **checkpoint["model_kwargs"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot rebuild model {name!r} from {path} with its stored settings "
+            f"{checkpoint['model_kwargs']}: {err}. The model code has changed since it was "
+            "saved; retrain, or use the code version that wrote it."
+        ) from err
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"the weights in {path} do not fit model {name!r} as built now ({err}). The model "
+            "code has changed since it was saved; retrain, or use the code version that wrote it."
+        ) from err
+    model.to(map_location)
+    model.eval()
+    log.info("loaded checkpoint %s (%s, %d classes)", path, name, len(checkpoint["class_names"]))
+    return model, checkpoint
+
+
+def check_class_names(checkpoint_classes: list[str], expected: list[str]) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint predicts exactly ``expected``, in order.
+
+    Order matters: logit ``i`` means ``checkpoint_classes[i]``, so a reordered list would
+    silently swap species.
+    """
+    checkpoint_classes, expected = list(checkpoint_classes), list(expected)
+    if checkpoint_classes == expected:
+        return
+    missing = [c for c in expected if c not in checkpoint_classes]
+    extra = [c for c in checkpoint_classes if c not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {missing}")
+    if extra:
+        problems.append(f"extra in the checkpoint: {extra}")
+    if not missing and not extra:
+        moved = [c for i, c in enumerate(expected) if checkpoint_classes[i] != c]
+        problems.append(f"same classes in a different order (reordered: {moved})")
+    raise CheckpointError(
+        "the checkpoint's classes do not match the expected classes; "
+        + "; ".join(problems)
+        + f". Checkpoint classes: {checkpoint_classes}. Expected classes: {expected}. "
+        "Retrain the model for these classes, or fix dataset.allowed_bird_classes to match "
+        "the checkpoint."
+    )

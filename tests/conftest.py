@@ -1,0 +1,53 @@
+"""Shared fixtures: generated audio, the demo corpus, and the real recordings in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SHARED_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _need_shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if path.is_dir():
+        return path
+    message = f"real recordings not found at {path} (set SHARED_DATA_DIR or add ../shared/data)"
+    if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(message + "; REQUIRE_SHARED_DATA=1 makes this a failure")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_bird_dir() -> Path:
+    return _need_shared("bird_sound_dataset")
+
+
+@pytest.fixture(scope="session")
+def shared_esc50_dir() -> Path:
+    return _need_shared("esc50")
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """A small demo corpus, generated once per test session."""
+    from datasets.demo_corpus import generate_demo_corpus
+
+    return generate_demo_corpus(tmp_path_factory.mktemp("demo"), seed=0, recordings_per_species=6)
+
+
+def tone_burst(sr: int, freq: float, duration: float, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(sr * duration)) / sr
+    envelope = np.hanning(len(t))
+    return (amplitude * envelope * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, sr)
+    return path

@@ -1,0 +1,365 @@
+"""A whole training run from a composed config: data, model, loop, outputs, resume.
+
+``train.py`` calls :func:`run_training` with cross-entropy; ``train_distillation.py`` calls it
+with a distillation loss. Outputs land in the Hydra run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from datasets.dataset_factory import DataBundle, build_data
+from datasets.split_manifest import (
+    MANIFEST_FILENAME,
+    SkippedFile,
+    manifest_to_records,
+    save_manifest,
+)
+from models import (
+    build_model,
+    load_checkpoint,
+    model_summary,
+    save_checkpoint,
+)
+from modules import SpecAugment
+from training.metrics import classification_metrics
+from training.plots import plot_confusion_matrix, plot_training_history
+from training.trainer import FitState, LossFn, Trainer, cross_entropy_loss, monitor_score
+
+log = logging.getLogger(__name__)
+
+STATE_FILENAME = "last_state.pt"
+BEST_FILENAME = "best_model.pt"
+# Model config keys that configure the run rather than the network.
+NON_ARCHITECTURE_KEYS = {"name", "n_classes", "frontend_lr"}
+
+LossFactory = Callable[[DictConfig, DataBundle], LossFn]
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("training.device=%s requested but CUDA is not available; using CPU", name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def model_arguments(cfg: DictConfig, n_classes: int) -> dict:
+    """Constructor arguments of the configured model (stored in the checkpoint)."""
+    declared = cfg.model.get("n_classes")
+    if declared is not None and int(declared) != n_classes:
+        raise ConfigError(
+            f"model.n_classes={declared} but the class list has {n_classes - 1} species + "
+            f"no_birds = {n_classes}; set model.n_classes={n_classes} or null (derived)."
+        )
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+        if k not in NON_ARCHITECTURE_KEYS
+    }
+    kwargs.update(
+        n_classes=n_classes,
+        sample_rate=int(cfg.dataset.target_sr),
+        clip_duration=float(cfg.dataset.clip_duration),
+    )
+    return kwargs
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam or AdamW; a learnable front-end may get its own learning rate."""
+    opt = cfg.optimizer
+    frontend_params = list(model.frontend.parameters()) if hasattr(model, "frontend") else []
+    frontend_ids = {id(p) for p in frontend_params}
+    rest = [p for p in model.parameters() if id(p) not in frontend_ids]
+    groups = [{"params": rest}]
+    trainable_frontend = [p for p in frontend_params if p.requires_grad]
+    if trainable_frontend:
+        lr = cfg.model.get("frontend_lr")
+        groups.append({"params": trainable_frontend, "lr": float(lr if lr else opt.lr)})
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    kind = str(opt.type).lower()
+    if kind not in kinds:
+        raise ConfigError(f"optimizer.type={opt.type} is not one of Adam, AdamW")
+    return kinds[kind](groups, lr=float(opt.lr), weight_decay=float(opt.weight_decay))
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    kind = str(cfg.training.scheduler).lower()
+    if kind == "none":
+        return None
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, int(cfg.training.epochs)), eta_min=float(cfg.training.min_lr)
+        )
+    if kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=max(1, int(cfg.training.patience) // 3)
+        )
+    raise ConfigError(f"training.scheduler={kind} is not one of cosine, plateau, none")
+
+
+def make_loaders(cfg: DictConfig, data: DataBundle) -> dict[str, DataLoader]:
+    workers = int(cfg.dataset.num_workers)
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    loaders = {}
+    for split, dataset in data.datasets.items():
+        loaders[split] = DataLoader(
+            dataset,
+            batch_size=int(cfg.training.batch_size),
+            shuffle=split == "train",
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=generator if split == "train" else None,
+            drop_last=False,
+        )
+    return loaders
+
+
+def find_resume_state(cfg: DictConfig) -> Path | None:
+    """``training.resume``: false, true (latest unfinished run of this experiment) or a path."""
+    resume = cfg.training.resume
+    if resume in (None, False, "false"):
+        return None
+    if resume is True or resume == "true":
+        root = Path(cfg.paths.log_dir) / str(cfg.experiment_name)
+        candidates = sorted(root.glob(f"*/{STATE_FILENAME}"), key=lambda p: p.stat().st_mtime)
+        for path in reversed(candidates):
+            if not torch.load(path, weights_only=True).get("completed", False):
+                return path
+        log.warning("training.resume=true but no unfinished run under %s; starting fresh", root)
+        return None
+    path = Path(str(resume))
+    path = path / STATE_FILENAME if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"training.resume={resume}: no {STATE_FILENAME} found there")
+    return path
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_csv(rows: list[dict], path: Path, fieldnames: list[str] | None = None) -> None:
+    fieldnames = fieldnames or (list(rows[0].keys()) if rows else [])
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_json(value: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(value, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def run_training(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    loss_factory: LossFactory | None = None,
+) -> dict:
+    """Train, select the best epoch on validation, test it, write every output; return results."""
+    run_dir = Path(run_dir)
+    resume_path = find_resume_state(cfg)
+    if resume_path is not None:
+        # An interrupted run continues in its own folder, with its own split manifest.
+        run_dir = resume_path.parent
+        log.info("Resuming the run in %s", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(int(cfg.seed))
+    if cfg.training.num_threads:
+        torch.set_num_threads(int(cfg.training.num_threads))
+    device = resolve_device(str(cfg.training.device))
+
+    manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
+    data = build_data(cfg, manifest_path=manifest_path)
+    save_manifest(data.manifest, run_dir / MANIFEST_FILENAME)
+    _write_csv([asdict(s) for s in data.skipped], run_dir / "skipped_files.csv",
+               fieldnames=[f.name for f in fields(SkippedFile)])
+    if data.skipped:
+        log.warning("%d files skipped; see %s", len(data.skipped), run_dir / "skipped_files.csv")
+
+    n_classes = len(data.class_names)
+    arguments = model_arguments(cfg, n_classes)
+    model_name = str(cfg.model.name)
+    model = build_model(model_name, **arguments)
+    augment = cfg.dataset.augmentation
+    if augment.enabled and (augment.time_mask_param or augment.freq_mask_param):
+        model.feature_augment = SpecAugment(
+            int(augment.time_mask_param), int(augment.freq_mask_param)
+        )
+    summary = model_summary(model, int(cfg.dataset.target_sr), float(cfg.dataset.clip_duration))
+    log.info("Model %s: %s", model_name, summary)
+
+    loss_fn = loss_factory(cfg, data) if loss_factory else cross_entropy_loss
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip)
+    loaders = make_loaders(cfg, data)
+
+    state = FitState()
+    if resume_path is not None:
+        saved = torch.load(resume_path, weights_only=True, map_location=device)
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        if scheduler is not None and saved.get("scheduler_state"):
+            scheduler.load_state_dict(saved["scheduler_state"])
+        state = FitState(**saved["fit_state"])
+        torch.set_rng_state(saved["torch_rng"])
+        log.info("Resumed after epoch %d (best %s at epoch %d)",
+                 state.epoch, cfg.training.monitor, state.best_epoch)
+
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    audio = {"sample_rate": int(cfg.dataset.target_sr),
+             "clip_duration": float(cfg.dataset.clip_duration)}
+    manifest_records = manifest_to_records(data.manifest)
+
+    def save_model(path: Path, epoch: int, metrics: dict) -> None:
+        # The SpecAugment module has no parameters: the checkpoint rebuilds a plain model.
+        save_checkpoint(
+            path, model, model_name=model_name, model_kwargs=arguments,
+            class_names=data.class_names, audio=audio, metrics=metrics, config=config_dict,
+            extra={"epoch": epoch, "split_manifest": manifest_records},
+        )
+
+    monitor = str(cfg.training.monitor)
+    patience = int(cfg.training.patience)
+    min_delta = float(cfg.training.min_delta)
+    every = int(cfg.training.checkpoint_every or 0)
+    for epoch in range(state.epoch + 1, int(cfg.training.epochs) + 1):
+        if state.bad_epochs >= patience > 0:
+            break
+        row = {"epoch": epoch, **trainer.train_epoch(loaders["train"], epoch)}
+        val = trainer.evaluate(loaders["val"])
+        val_metrics = classification_metrics(val.y_true, val.y_pred, data.class_names)
+        row.update(val_loss=val.loss, val_accuracy=val_metrics["accuracy"],
+                   val_macro_f1=val_metrics["macro_f1"],
+                   lr=optimizer.param_groups[0]["lr"])
+        score = monitor_score(row, monitor)
+        trainer.step_scheduler(score)
+        improved = score > state.best_score + min_delta
+        if improved:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            save_model(run_dir / BEST_FILENAME, epoch, {"val": val_metrics})
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch
+        state.history.append(row)
+        log.info(
+            "epoch %d  loss %.4f  acc %.3f | val loss %.4f  acc %.3f  macro-F1 %.3f%s | "
+            "%.0f windows/s, data wait %.0f%%",
+            epoch, row["train_loss"], row["train_accuracy"], row["val_loss"],
+            row["val_accuracy"], row["val_macro_f1"], "  *best*" if improved else "",
+            row["windows_per_s"], 100 * row["data_wait_fraction"],
+        )
+        _write_csv(state.history, run_dir / "metrics.csv")
+        if every and epoch % every == 0:
+            (run_dir / "checkpoints").mkdir(exist_ok=True)
+            periodic = run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
+            save_model(periodic, epoch, {"val": val_metrics})
+        _save_state(run_dir, model, optimizer, scheduler, state, completed=False)
+    if state.bad_epochs >= patience > 0:
+        log.info("Early stopping: no %s improvement for %d epochs", monitor, patience)
+
+    results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model)
+    _save_state(run_dir, model, optimizer, scheduler, state, completed=True)
+    return results
+
+
+def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
+                completed: bool) -> None:
+    _atomic_torch_save(
+        {
+            "model_state": model.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "fit_state": asdict(state),
+            "torch_rng": torch.get_rng_state(),
+            "completed": completed,
+        },
+        run_dir / STATE_FILENAME,
+    )
+
+
+def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, state: FitState,
+            summary: dict, save_model) -> dict:
+    """Test the best model and write results.json, plots and the copy at training.save_path."""
+    best_path = run_dir / BEST_FILENAME
+    if not best_path.exists():
+        # No epoch ran (e.g. epochs=0): the current weights are the best we have.
+        save_model(best_path, state.epoch, {})
+    best_model, checkpoint = load_checkpoint(best_path)
+    trainer.model.load_state_dict(best_model.state_dict())
+    test = trainer.evaluate(loaders["test"])
+    test_metrics = classification_metrics(test.y_true, test.y_pred, data.class_names)
+    val = trainer.evaluate(loaders["val"])
+    val_metrics = classification_metrics(val.y_true, val.y_pred, data.class_names)
+    last = state.history[-1] if state.history else {}
+    results = {
+        "experiment_name": str(cfg.experiment_name),
+        "model": str(cfg.model.name),
+        "class_names": data.class_names,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "monitor": str(cfg.training.monitor),
+        "test": test_metrics,
+        "val": val_metrics,
+        "accuracy": test_metrics["accuracy"],
+        "macro_f1": test_metrics["macro_f1"],
+        "parameters": summary["parameters"],
+        "macs": summary["macs"],
+        "model_size_bytes": best_path.stat().st_size,
+        "windows_per_class": data.class_counts(),
+        "skipped_files": len(data.skipped),
+        "throughput_windows_per_s": last.get("windows_per_s"),
+        "data_wait_fraction": last.get("data_wait_fraction"),
+    }
+    _write_json(results, run_dir / "results.json")
+    # The best checkpoint carries its test metrics too, so it is self-describing.
+    save_model(best_path, checkpoint.get("epoch", state.best_epoch),
+               {"val": val_metrics, "test": test_metrics})
+    plot_confusion_matrix(test_metrics["confusion_matrix"], data.class_names,
+                          run_dir / "confusion_matrix.png",
+                          f"Test split (macro-F1 {test_metrics['macro_f1']:.3f})")
+    if state.history:
+        plot_training_history(state.history, run_dir / "training_history.png")
+    save_path = Path(str(cfg.training.save_path))
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    # Copy then rename, so an interrupted copy never leaves a truncated model at save_path.
+    partial = save_path.with_name(f".{save_path.name}.partial")
+    shutil.copyfile(best_path, partial)
+    os.replace(partial, save_path)
+    log.info("Test accuracy %.3f, macro-F1 %.3f; best model: %s (copied to %s)",
+             test_metrics["accuracy"], test_metrics["macro_f1"], best_path, save_path)
+    return results

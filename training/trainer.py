@@ -1,0 +1,143 @@
+"""The one training loop: train.py and train_distillation.py differ only in the loss plugged in.
+
+A loss is any callable ``loss(logits, batch) -> scalar tensor``; the batch is the dict the
+dataset yields (``audio``, ``label``, plus whatever a distillation dataset adds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
+
+
+def cross_entropy_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    return F.cross_entropy(logits, batch["label"])
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass
+class FitState:
+    """Everything needed to continue an interrupted run exactly where it stopped."""
+
+    epoch: int = 0
+    best_score: float = -float("inf")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def monitor_score(row: dict, monitor: str) -> float:
+    """Higher is better: a loss is negated so one comparison serves every metric."""
+    value = float(row[monitor])
+    return -value if monitor.endswith("loss") else value
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        device: torch.device,
+        grad_clip: float | None = None,
+    ):
+        self.model = model.to(device)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.device = device
+        self.grad_clip = grad_clip
+
+    def _to_device(self, batch: dict) -> dict:
+        return {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+
+    def train_epoch(self, loader: DataLoader, epoch: int) -> dict:
+        """One pass; also measures how much of each step was spent waiting for data."""
+        self.model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        wait_s = 0.0
+        started = time.perf_counter()
+        batches = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
+        iterator = iter(batches)
+        while True:
+            before = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            wait_s += time.perf_counter() - before
+            batch = self._to_device(batch)
+            logits = self.model(batch["audio"])
+            loss = self.loss_fn(logits, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch}; lower optimizer.lr or check "
+                    "the input audio."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            n = batch["audio"].shape[0]
+            total_loss += loss.item() * n
+            correct += int((logits.argmax(1) == batch["label"]).sum())
+            seen += n
+            batches.set_postfix(loss=f"{total_loss / seen:.3f}")
+        elapsed = time.perf_counter() - started
+        return {
+            "train_loss": total_loss / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "windows_per_s": seen / max(elapsed, 1e-9),
+            "data_wait_fraction": wait_s / max(elapsed, 1e-9),
+            "epoch_seconds": elapsed,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader) -> EvalResult:
+        """Hard-label cross-entropy and predictions, whatever the training loss is."""
+        self.model.eval()
+        losses, labels, probabilities = [], [], []
+        for batch in loader:
+            batch = self._to_device(batch)
+            logits = self.model(batch["audio"])
+            losses.append(F.cross_entropy(logits, batch["label"], reduction="sum").item())
+            labels.append(batch["label"].cpu().numpy())
+            probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
+        if not labels:
+            return EvalResult(float("nan"), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 0)))
+        y_true = np.concatenate(labels)
+        probs = np.concatenate(probabilities)
+        return EvalResult(sum(losses) / len(y_true), y_true, probs.argmax(1), probs)
+
+    def step_scheduler(self, monitored: float) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(monitored)
+        else:
+            self.scheduler.step()
