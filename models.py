@@ -126,9 +126,10 @@ class DSCNNGRU(AudioClassifier):
     """The default edge student (~50k parameters): 1-D depthwise-separable CNN + GRU + attention.
 
     Feature bins are channels and time is the only conv axis, which is far cheaper than 2-D
-    convs at the same receptive field. Blocks are causal and the GRU is unidirectional, so
-    everything before the attention pooling could run frame by frame on a stream. Two
-    stride-2 blocks cut the frame rate by 4 before the GRU, the only sequential (slow) part.
+    convs at the same receptive field. The conv blocks are causal and the GRU unidirectional,
+    so they could run frame by frame on a stream (the per-clip input standardisation and the
+    attention pooling would then need running versions). Two stride-2 blocks cut the frame
+    rate by 4 before the GRU, the only sequential (slow) part.
     """
 
     def __init__(

@@ -263,7 +263,9 @@ class ExponentialSmoother(nn.Module):
     (edge padding), like librosa's PCEN, so the clip start is not a fake onset.
     """
 
-    def __init__(self, n_channels: int, smooth_coef: float = 0.025, tolerance: float = 1e-3) -> None:
+    def __init__(
+        self, n_channels: int, smooth_coef: float = 0.025, tolerance: float = 1e-3
+    ) -> None:
         super().__init__()
         if not 0.0 < smooth_coef <= 1.0:
             raise ValueError(f"smooth_coef must be in (0, 1], got {smooth_coef}")
@@ -421,7 +423,9 @@ class SpecAugment(nn.Module):
         self.n_freq_masks = n_freq_masks
 
     @staticmethod
-    def _band_mask(batch: int, size: int, max_width: int, n_masks: int, device) -> torch.Tensor:
+    def _band_mask(
+        batch: int, size: int, max_width: int, n_masks: int, device: torch.device
+    ) -> torch.Tensor:
         """(batch, size) bool: union of ``n_masks`` random bands per example."""
         max_width = min(max_width, size)
         width = torch.randint(0, max_width + 1, (batch, n_masks, 1), device=device)

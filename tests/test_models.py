@@ -73,7 +73,7 @@ def test_every_model_forward_backward(name: str) -> None:
 def test_default_model_with_each_frontend(frontend: str) -> None:
     model = build_model("dscnn_gru", n_classes=5, frontend=frontend)
     _forward_backward(model, 5)
-    assert list(model.frontend.parameters()) is not None
+    assert model.frontend.n_bins == 64
 
 
 def test_loglinear_frontend_parameters_are_separable() -> None:
@@ -90,15 +90,17 @@ def test_crnn_every_pooling(pooling: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "low", "high"), [("dscnn_gru", 30_000, 70_000), ("cnn2d", 1, 150_000), ("crnn", 1, 200_000)]
+    ("name", "low", "high"),
+    [("dscnn_gru", 30_000, 70_000), ("cnn2d", 1, 150_000), ("crnn", 1, 200_000)],
 )
 def test_parameter_budget(name: str, low: int, high: int) -> None:
     assert low <= count_parameters(build_model(name, n_classes=10)) <= high
 
 
 def test_dscnn_gru_widths_are_configurable() -> None:
-    small = build_model("dscnn_gru", n_classes=10, channels=32, gru_hidden=32, n_blocks=3,
-                        kernel_size=5)
+    small = build_model(
+        "dscnn_gru", n_classes=10, channels=32, gru_hidden=32, n_blocks=3, kernel_size=5
+    )
     assert count_parameters(small) < count_parameters(build_model("dscnn_gru", n_classes=10))
     assert small(_audio()).shape == (2, 10)
 
@@ -141,11 +143,16 @@ def _save(path: Path, model: torch.nn.Module, name: str = "dscnn_gru", **kwargs)
         model_kwargs=kwargs.pop("model_kwargs", {"n_classes": 10, "channels": 48}),
         class_names=CLASSES,
         audio=AUDIO,
-        metrics={"val_f1": np.float32(0.75), "per_class": {"bird_0": np.float64(0.5)},
-                 "confusion": np.eye(2, dtype=np.int64)},
+        metrics={
+            "val_f1": np.float32(0.75),
+            "per_class": {"bird_0": np.float64(0.5)},
+            "confusion": np.eye(2, dtype=np.int64),
+        },
         config={"dataset": {"allowed_bird_classes": CLASSES}, "seed": np.int64(3)},
-        extra={"epoch": 7, "split_manifest": [{"path": "a.wav", "label": "bird_0",
-                                               "split": "train"}]},
+        extra={
+            "epoch": 7,
+            "split_manifest": [{"path": "a.wav", "label": "bird_0", "split": "train"}],
+        },
         **kwargs,
     )
 
@@ -169,6 +176,17 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert not loaded.training
     assert checkpoint["class_names"] == CLASSES
     assert checkpoint["audio"] == AUDIO
+    audio = _audio()
+    with torch.no_grad():
+        assert torch.equal(loaded(audio), model(audio))
+
+
+def test_checkpoint_round_trip_keeps_sequence_kwargs(tmp_path: Path) -> None:
+    kwargs = {"n_classes": 10, "channels": (8, 16, 32), "pooling": "linear_softmax"}
+    model = build_model("crnn", **kwargs).eval()
+    _save(tmp_path / "crnn.pt", model, name="crnn", model_kwargs=kwargs)
+    loaded, checkpoint = load_checkpoint(tmp_path / "crnn.pt")
+    assert checkpoint["model_kwargs"]["channels"] == [8, 16, 32]
     audio = _audio()
     with torch.no_grad():
         assert torch.equal(loaded(audio), model(audio))
@@ -206,16 +224,23 @@ def test_checkpoint_unknown_model_name(tmp_path: Path) -> None:
 def test_checkpoint_state_dict_mismatch(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     # Stored kwargs say 64 channels, the weights are from a 48-channel model.
-    _save(path, build_model("dscnn_gru", n_classes=10, channels=48),
-          model_kwargs={"n_classes": 10, "channels": 64})
+    _save(
+        path,
+        build_model("dscnn_gru", n_classes=10, channels=48),
+        model_kwargs={"n_classes": 10, "channels": 64},
+    )
     with pytest.raises(CheckpointError, match="retrain"):
         load_checkpoint(path)
 
 
 def test_save_rejects_class_count_mismatch(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_classes"):
-        _save(tmp_path / "x.pt", build_model("cnn2d", n_classes=3),
-              name="cnn2d", model_kwargs={"n_classes": 3})
+        _save(
+            tmp_path / "x.pt",
+            build_model("cnn2d", n_classes=3),
+            name="cnn2d",
+            model_kwargs={"n_classes": 3},
+        )
 
 
 def test_check_class_names() -> None:
@@ -240,7 +265,11 @@ def _export_and_compare(model: torch.nn.Module, path: Path, **export_kwargs) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, GRU flat weights)
         torch.onnx.export(
-            model, (_audio(2),), str(path), input_names=["audio"], output_names=["logits"],
+            model,
+            (_audio(2),),
+            str(path),
+            input_names=["audio"],
+            output_names=["logits"],
             **export_kwargs,
         )
     onnx_model = onnx.load(str(path))
@@ -261,7 +290,11 @@ def test_default_model_exports_to_onnx(tmp_path: Path) -> None:
     model = build_model("dscnn_gru", n_classes=10)
     _forward_backward(model, 10)  # non-trivial BN statistics
     _export_and_compare(
-        model, tmp_path / "student.onnx", dynamo=True, opset_version=18, external_data=False,
+        model,
+        tmp_path / "student.onnx",
+        dynamo=True,
+        opset_version=18,
+        external_data=False,
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=256)},),
     )
 
@@ -270,6 +303,9 @@ def test_conv_stft_variant_exports_with_legacy_exporter(tmp_path: Path) -> None:
     """Fallback for runtimes without an STFT op: DFT as a conv, plain TorchScript exporter."""
     model = build_model("dscnn_gru", n_classes=10, frontend_kwargs={"stft_method": "conv"})
     _export_and_compare(
-        model, tmp_path / "student_conv.onnx", dynamo=False, opset_version=17,
+        model,
+        tmp_path / "student_conv.onnx",
+        dynamo=False,
+        opset_version=17,
         dynamic_axes={"audio": {0: "batch"}, "logits": {0: "batch"}},
     )

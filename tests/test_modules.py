@@ -65,8 +65,15 @@ def test_logmel_matches_librosa(audio: torch.Tensor) -> None:
     frontend = LogMelFrontend(SR, n_fft=1024, hop_length=320, n_mels=64, f_min=50.0)
     ours = frontend(audio)[0].numpy()
     mel = librosa.feature.melspectrogram(
-        y=audio[0].numpy(), sr=SR, n_fft=1024, hop_length=320, n_mels=64, fmin=50.0,
-        power=2.0, center=True, pad_mode="reflect",
+        y=audio[0].numpy(),
+        sr=SR,
+        n_fft=1024,
+        hop_length=320,
+        n_mels=64,
+        fmin=50.0,
+        power=2.0,
+        center=True,
+        pad_mode="reflect",
     )
     np.testing.assert_allclose(ours, np.log(mel + 1e-6), atol=1e-3, rtol=0)
 

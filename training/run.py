@@ -31,6 +31,7 @@ from datasets.split_manifest import (
 )
 from models import (
     build_model,
+    check_class_names,
     load_checkpoint,
     model_summary,
     save_checkpoint,
@@ -231,6 +232,7 @@ def run_training(
     state = FitState()
     if resume_path is not None:
         saved = torch.load(resume_path, weights_only=True, map_location=device)
+        check_class_names(saved.get("class_names", []), data.class_names)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer_state"])
         if scheduler is not None and saved.get("scheduler_state"):
@@ -288,19 +290,20 @@ def run_training(
             (run_dir / "checkpoints").mkdir(exist_ok=True)
             periodic = run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
             save_model(periodic, epoch, {"val": val_metrics})
-        _save_state(run_dir, model, optimizer, scheduler, state, completed=False)
+        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=False)
     if state.bad_epochs >= patience > 0:
         log.info("Early stopping: no %s improvement for %d epochs", monitor, patience)
 
     results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model)
-    _save_state(run_dir, model, optimizer, scheduler, state, completed=True)
+    _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True)
     return results
 
 
 def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
-                completed: bool) -> None:
+                class_names: list[str], completed: bool) -> None:
     _atomic_torch_save(
         {
+            "class_names": class_names,
             "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict() if scheduler is not None else None,

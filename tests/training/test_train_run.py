@@ -75,6 +75,12 @@ def test_resume_continues_an_interrupted_run(demo_corpus, tmp_path):
     resumed = compose_config(
         [*fast_overrides(demo_corpus.bird_dir, tmp_path, epochs=3), "training.resume=true"]
     )
+    other_classes = compose_config(
+        [*fast_overrides(demo_corpus.bird_dir, tmp_path, epochs=3), f"training.resume={run_dir}",
+         "dataset.allowed_bird_classes=[Apus_apus,Bubo_bubo,Certhia_familiaris,Poecile_montanus]"]
+    )
+    with pytest.raises(CheckpointError, match="reorder|order"):
+        run_training(other_classes, tmp_path / "ignored_new_dir")
     results = run_training(resumed, tmp_path / "ignored_new_dir")
     history = pd.read_csv(run_dir / "metrics.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
