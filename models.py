@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from datasets.file_io import write_atomic
 from modules import (
     ConvBlock2d,
     DepthwiseSeparableConv1d,
@@ -400,18 +400,7 @@ def save_checkpoint(
             raise ValueError(f"extra key {key!r} would overwrite a checkpoint field")
         payload[key] = _plain(value, key)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda handle: torch.save(payload, handle))
     log.info("saved checkpoint %s (%s, %d classes)", path, model_name, len(class_names))
 
 

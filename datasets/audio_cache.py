@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from datasets.audio_utils import load_audio
+from datasets.file_io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +26,6 @@ def file_fingerprint(path: str | Path) -> str:
     path = Path(path).resolve()
     stat = path.stat()
     return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
-def _atomic_write_bytes(path: Path, writer) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class DecodedAudioCache:
@@ -73,7 +60,7 @@ class DecodedAudioCache:
         target = self._npy_path(key)
         if not target.exists():
             audio = load_audio(path, self.sample_rate)[0]
-            _atomic_write_bytes(target, lambda handle: np.save(handle, audio))
+            write_atomic(target, lambda handle: np.save(handle, audio))
         return key
 
     def get(self, key: str) -> np.ndarray:
@@ -109,4 +96,4 @@ class DecodedAudioCache:
         if self.cache_dir is None:
             return
         path = self._npy_path(key).with_suffix(f".{name}.json")
-        _atomic_write_bytes(path, lambda handle: handle.write(json.dumps(value).encode()))
+        write_atomic(path, lambda handle: handle.write(json.dumps(value).encode()))

@@ -51,3 +51,44 @@ def build_waveform_augment(cfg: DictConfig) -> Compose | None:
     if cfg.noise_level and cfg.noise_level > 0:
         steps.append(GaussianNoise(float(cfg.noise_level)))
     return Compose(steps) if steps else None
+
+
+def mix_at_snr(signal: torch.Tensor, background: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """``signal + background`` with the background scaled to ``snr_db`` below the signal."""
+    signal_rms = signal.pow(2).mean().sqrt()
+    background_rms = background.pow(2).mean().sqrt()
+    if background_rms < 1e-8 or signal_rms < 1e-8:
+        return signal
+    scale = signal_rms / (background_rms * 10.0 ** (snr_db / 20.0))
+    return signal + background * scale
+
+
+def random_snr_db(low: float, high: float) -> float:
+    return float(low + torch.rand(()).item() * (high - low))
+
+
+def permute_batch(batch: dict, order: torch.Tensor) -> dict:
+    """Every per-example tensor of ``batch`` reordered by ``order`` (others kept)."""
+    size = len(order)
+    return {
+        k: v[order] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == size else v
+        for k, v in batch.items()
+    }
+
+
+def mixup_batch(batch: dict, alpha: float) -> tuple[dict, dict, float]:
+    """Mix each example's audio with another's (Zhang et al., mixup).
+
+    Returns (mixed batch, partner batch, lambda). The training loss becomes
+    ``lam * loss(logits, batch) + (1 - lam) * loss(logits, partner)``, which for
+    cross-entropy equals the loss against the mixed target distribution
+    ``lam * y_a + (1 - lam) * y_b``; because every loss here is linear in its target, the
+    same rule mixes hard labels and teacher soft labels consistently.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)  # the first example stays dominant, so its label stays "true"
+    order = torch.randperm(batch["audio"].shape[0], device=batch["audio"].device)
+    partner = permute_batch(batch, order)
+    mixed = dict(batch)
+    mixed["audio"] = lam * batch["audio"] + (1.0 - lam) * partner["audio"]
+    return mixed, partner, lam

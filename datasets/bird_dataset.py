@@ -26,14 +26,18 @@ from datasets.audio_utils import (
     DEFAULT_CALL_BAND_HZ,
     AudioLoadError,
     detect_call_windows,
+    loudest_window_start,
     sliding_window_starts,
 )
+from datasets.augmentation import mix_at_snr, random_snr_db
 from datasets.empty_segment_dataset import find_quiet_segments
 from datasets.split_manifest import SkippedFile
 
 log = logging.getLogger(__name__)
 
 NO_BIRDS = "no_birds"
+# Bump when the window analysis changes, so cached results from older code are not reused.
+ANALYSIS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,14 @@ class WindowExample:
 
 def _analyse(audio: np.ndarray, sr: int, settings: WindowSettings, bird: bool) -> dict:
     if not bird:
-        # A no-birds file: its whole length is background, cut into clip-long pieces.
+        # Background audio: a short clip (ESC-50's 5 s) gives its most energetic window, so
+        # the sound is really in it; a long file is cut into consecutive clips.
         clip = settings.clip_duration
-        starts = sliding_window_starts(len(audio) / sr, clip, clip)
+        total = len(audio) / sr
+        if total <= 2 * clip:
+            starts = [round(loudest_window_start(audio, sr, clip, (20.0, sr / 2)), 4)]
+        else:
+            starts = sliding_window_starts(total, clip, clip)
         return {"call_starts": starts, "quiet_starts": [], "used_fallback": False}
     if settings.extract_calls:
         calls, fallback = detect_call_windows(
@@ -109,7 +118,7 @@ def _prepare_with_cache(
     except OSError as error:
         return None, f"cannot read file ({error})"
     bird = row["source"] == "bird" and row["label"] != NO_BIRDS
-    name = f"windows-{settings.digest()}-{'bird' if bird else 'bg'}"
+    name = f"windows-v{ANALYSIS_VERSION}-{settings.digest()}-{'bird' if bird else 'bg'}"
     audio = cache.get(key)
     result = cache.read_json(key, name)
     if result is None:
@@ -171,35 +180,23 @@ def prepare_recordings(
 
 
 def build_examples(
-    recordings: Sequence[PreparedRecording],
-    class_names: Sequence[str],
-    split: str,
-    no_birds_quiet_limit: int | None,
-    seed: int,
+    recordings: Sequence[PreparedRecording], class_names: Sequence[str], split: str
 ) -> list[WindowExample]:
-    """Examples of one split: call windows of bird files, quiet segments and no-birds clips.
-
-    Quiet segments are subsampled (deterministically) to ``no_birds_quiet_limit`` so that the
-    no_birds class does not swamp the species.
-    """
+    """Labelled windows of one split: call windows of bird files, whole clips of files that
+    are no_birds by label (pre-generated samples). Quiet segments and ESC-50 clips are
+    chosen separately (``datasets.no_birds``) so the no_birds count can be controlled."""
     index = {name: i for i, name in enumerate(class_names)}
-    no_birds = index[NO_BIRDS]
     examples: list[WindowExample] = []
-    quiet: list[WindowExample] = []
     for rec in recordings:
-        if rec.split != split:
+        if rec.split != split or rec.label not in index:
+            continue
+        if rec.source not in ("bird", "no_birds"):
             continue
         kind = "call" if rec.label != NO_BIRDS else "clip"
         examples.extend(
             WindowExample(rec.key, s, index[rec.label], rec.path, kind) for s in rec.call_starts
         )
-        quiet.extend(
-            WindowExample(rec.key, s, no_birds, rec.path, "quiet") for s in rec.quiet_starts
-        )
-    if no_birds_quiet_limit is not None and len(quiet) > no_birds_quiet_limit:
-        order = np.random.default_rng([seed, len(split)]).permutation(len(quiet))
-        quiet = [quiet[i] for i in sorted(order[:no_birds_quiet_limit])]
-    return examples + quiet
+    return examples
 
 
 WaveformAugment = Callable[[torch.Tensor], torch.Tensor]
@@ -215,8 +212,16 @@ class WindowDataset(Dataset):
         clip_duration: float,
         max_shift_s: float = 0.0,
         augment: WaveformAugment | None = None,
+        background: Sequence[WindowExample] = (),
+        background_prob: float = 0.0,
+        background_snr_db: tuple[float, float] = (0.0, 20.0),
     ):
         self.examples = list(examples)
+        # No-birds windows mixed under examples at a random SNR: birds are rarely heard
+        # over silence, and no_birds must not be "anything that isn't clean".
+        self.background = list(background)
+        self.background_prob = background_prob if self.background else 0.0
+        self.background_snr_db = background_snr_db
         self.cache = cache
         self.sample_rate = cache.sample_rate
         self.clip_samples = int(round(clip_duration * cache.sample_rate))
@@ -229,18 +234,25 @@ class WindowDataset(Dataset):
     def labels(self) -> list[int]:
         return [e.label for e in self.examples]
 
-    def __getitem__(self, i: int) -> dict:
-        example = self.examples[i]
+    def _window(self, example: WindowExample, shift: bool) -> torch.Tensor:
         audio = self.cache.get(example.key)
         start = int(round(example.start_s * self.sample_rate))
-        if self.max_shift_s > 0:
+        if shift and self.max_shift_s > 0:
             # torch's RNG, because DataLoader seeds it per worker (numpy's would repeat).
-            shift = int((torch.rand(()) * 2 - 1).item() * self.max_shift_s * self.sample_rate)
-            start = min(max(0, start + shift), max(0, len(audio) - self.clip_samples))
+            offset = int((torch.rand(()) * 2 - 1).item() * self.max_shift_s * self.sample_rate)
+            start = min(max(0, start + offset), max(0, len(audio) - self.clip_samples))
         window = np.zeros(self.clip_samples, dtype=np.float32)
         piece = audio[start : start + self.clip_samples]
         window[: len(piece)] = piece
-        wave = torch.from_numpy(window)
+        return torch.from_numpy(window)
+
+    def __getitem__(self, i: int) -> dict:
+        example = self.examples[i]
+        wave = self._window(example, shift=True)
+        if self.background_prob and torch.rand(()).item() < self.background_prob:
+            other = self.background[int(torch.randint(len(self.background), ()).item())]
+            snr = random_snr_db(*self.background_snr_db)
+            wave = mix_at_snr(wave, self._window(other, shift=True), snr)
         if self.augment is not None:
             wave = self.augment(wave)
         return {"audio": wave, "label": example.label, "index": i}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +22,27 @@ from datasets.bird_dataset import (
     NO_BIRDS,
     PreparedRecording,
     WindowDataset,
+    WindowExample,
     WindowSettings,
     build_examples,
     prepare_recordings,
 )
+from datasets.esc50_dataset import (
+    ensure_esc50,
+    esc50_split_manifest,
+    load_esc50_metadata,
+    no_bird_clips,
+)
+from datasets.no_birds import (
+    ESC50,
+    QUIET_SEGMENT,
+    candidate_samples,
+    plan_no_birds_samples,
+    read_no_birds_folder,
+    split_counts,
+)
 from datasets.split_manifest import (
+    MANIFEST_COLUMNS,
     SPLITS,
     DatasetError,
     SkippedFile,
@@ -78,6 +95,71 @@ class DataBundle:
         return counts
 
 
+def bird_manifest(cfg: DictConfig, class_names: list[str],
+                  skipped: list[SkippedFile]) -> pd.DataFrame:
+    """The bird part of the split manifest, built from the species folders."""
+    ds = cfg.dataset
+    files = scan_species_folders(ds.bird_data_dir, class_names[:-1], skipped)
+    files = limit_files_per_class(files, cfg.debug.files_limit)
+    return build_split_manifest(
+        files, list(ds.split_ratios), seed=int(cfg.seed), group_regex=ds.group_regex
+    )
+
+
+def esc50_manifest(cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame | None:
+    """ESC-50 clips of non-bird categories, split by src_file; None when unavailable."""
+    ds = cfg.dataset
+    if float(ds.esc50_no_bird_ratio) <= 0:
+        return None
+    try:
+        esc50_dir = ensure_esc50(Path(ds.esc50_dir), download=bool(ds.esc50_download))
+    except DatasetError as error:
+        # Training still works from quiet segments alone; say how to add ESC-50.
+        log.warning("ESC-50 not used for no_birds: %s", error)
+        return None
+    categories = list(ds.esc50_categories) if ds.esc50_categories else None
+    clips = no_bird_clips(esc50_dir, categories, skipped)
+    return esc50_split_manifest(clips, list(ds.split_ratios), int(cfg.seed))
+
+
+def esc50_category_map(esc50_dir: Path, manifest: pd.DataFrame) -> dict[str, str]:
+    """ESC-50 category of each ESC-50 row's path (for reports and the no-birds manifest)."""
+    if not (manifest["source"] == ESC50).any():
+        return {}
+    meta = load_esc50_metadata(esc50_dir)
+    return {f"audio/{name}": str(cat) for name, cat in zip(meta["filename"], meta["category"],
+                                                           strict=True)}
+
+
+def pregenerated_manifest(cfg: DictConfig, birds: pd.DataFrame,
+                          skipped: list[SkippedFile]) -> pd.DataFrame:
+    """Rows for ``generate_no_birds_samples.py`` output, keeping each file's own split.
+
+    A quiet segment whose source recording sits in another split of this run's manifest
+    would leak training audio into evaluation (or back): it is dropped and reported.
+    """
+    ds = cfg.dataset
+    folder = Path(ds.pregenerated_no_birds_dir)
+    table = read_no_birds_folder(folder)
+    bird_split = dict(zip(birds["path"], birds["split"], strict=True))
+    rows = []
+    for row in table.itertuples(index=False):
+        if row.source_type == QUIET_SEGMENT and row.source_path in bird_split:
+            if bird_split[row.source_path] != row.split:
+                skipped.append(SkippedFile(
+                    str(folder / row.file),
+                    f"its source recording is in the {bird_split[row.source_path]} split of "
+                    "this run; regenerate no-birds samples with the same seed and ratios",
+                    "no_birds",
+                ))
+                continue
+        rows.append({
+            "path": row.file, "label": NO_BIRDS, "group": f"no_birds:{row.source_path}",
+            "split": row.split, "source": "no_birds",
+        })
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
 def build_manifest(cfg: DictConfig, class_names: list[str], skipped: list[SkippedFile],
                    manifest_path: str | Path | None = None) -> pd.DataFrame:
     """Reuse a given manifest (resumed runs, later stages) or build one from the folders."""
@@ -91,11 +173,23 @@ def build_manifest(cfg: DictConfig, class_names: list[str], skipped: list[Skippe
                 f"list {class_names}; use a manifest made for these classes."
             )
         return manifest
-    files = scan_species_folders(ds.bird_data_dir, class_names[:-1], skipped)
-    files = limit_files_per_class(files, cfg.debug.files_limit)
-    return build_split_manifest(
-        files, list(ds.split_ratios), seed=int(cfg.seed), group_regex=ds.group_regex
-    )
+    parts = [bird_manifest(cfg, class_names, skipped)]
+    if ds.load_pregenerated_no_birds:
+        parts.append(pregenerated_manifest(cfg, parts[0], skipped))
+    else:
+        esc50 = esc50_manifest(cfg, skipped)
+        if esc50 is not None:
+            parts.append(esc50)
+    return pd.concat(parts, ignore_index=True)
+
+
+def source_roots(cfg: DictConfig) -> dict[str, Path]:
+    ds = cfg.dataset
+    return {
+        "bird": Path(ds.bird_data_dir),
+        "esc50": Path(ds.esc50_dir),
+        "no_birds": Path(ds.pregenerated_no_birds_dir),
+    }
 
 
 def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> DataBundle:
@@ -103,44 +197,68 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
     class_names = class_names_from_config(ds)
     skipped: list[SkippedFile] = []
     manifest = build_manifest(cfg, class_names, skipped, manifest_path or ds.split_manifest)
-    roots = {"bird": Path(ds.bird_data_dir)}
     cache = DecodedAudioCache(ds.cache_dir, int(ds.target_sr))
     settings = window_settings_from_config(ds)
     recordings = prepare_recordings(
-        manifest, roots, cache, settings, skipped, num_workers=int(ds.num_workers)
+        manifest, source_roots(cfg), cache, settings, skipped, num_workers=int(ds.num_workers)
     )
-    if not recordings:
+    if not any(r.source == "bird" for r in recordings):
         raise DatasetError(
             "No usable audio remains after skipping bad files; see the warnings above "
             "(every file was unreadable, empty, too short or not audio)."
         )
+    examples = {split: build_examples(recordings, class_names, split) for split in SPLITS}
+    if not ds.load_pregenerated_no_birds:
+        for split, sample in online_no_birds(cfg, recordings, manifest, examples, class_names):
+            examples[split].append(sample)
     datasets = {}
+    augment_cfg = ds.augmentation
     for split in SPLITS:
-        species_examples = build_examples(recordings, class_names, split, 0, int(cfg.seed))
-        per_species = Counter(e.label for e in species_examples)
-        share = float(ds.split_ratios[SPLITS.index(split)]) / float(sum(ds.split_ratios))
-        quiet_limit = _no_birds_target(ds, per_species, len(class_names) - 1, share)
-        examples = build_examples(recordings, class_names, split, quiet_limit, int(cfg.seed))
-        augment_cfg = ds.augmentation
         training = split == "train" and bool(augment_cfg.enabled)
+        no_birds = class_names.index(NO_BIRDS)
         datasets[split] = WindowDataset(
-            examples,
+            examples[split],
             cache,
             settings.clip_duration,
             max_shift_s=float(augment_cfg.time_shift_s) if training else 0.0,
             augment=build_waveform_augment(augment_cfg) if training else None,
+            # Only this split's own no_birds windows, so nothing leaks across splits.
+            background=[e for e in examples[split] if e.label == no_birds] if training else (),
+            background_prob=float(augment_cfg.background_prob),
+            background_snr_db=(float(augment_cfg.background_snr_db[0]),
+                               float(augment_cfg.background_snr_db[1])),
         )
     bundle = DataBundle(class_names, manifest, datasets, recordings, cache, skipped)
     _check_usable(bundle)
     return bundle
 
 
-def _no_birds_target(ds: DictConfig, per_species: Counter, n_species: int, share: float) -> int:
-    """How many quiet no_birds windows a split gets: its share of the configured number, else
-    the mean per-species count (so the extra class neither dominates nor starves)."""
+def no_birds_counts(cfg: DictConfig, examples: dict[str, list[WindowExample]],
+                    n_species: int) -> dict[str, int]:
+    """no_birds windows per split: the configured total dealt by the split ratios, else the
+    mean per-species count of each split (so the extra class neither dominates nor starves)."""
+    ds = cfg.dataset
     if ds.num_no_bird_samples is not None:
-        return int(round(int(ds.num_no_bird_samples) * share))
-    return int(np.ceil(sum(per_species.values()) / max(1, n_species)))
+        return split_counts(int(ds.num_no_bird_samples), list(ds.split_ratios))
+    return {
+        split: int(np.ceil(len(items) / max(1, n_species))) for split, items in examples.items()
+    }
+
+
+def online_no_birds(cfg: DictConfig, recordings: list[PreparedRecording],
+                    manifest: pd.DataFrame, examples: dict[str, list[WindowExample]],
+                    class_names: list[str]) -> Iterator[tuple[str, WindowExample]]:
+    """The same selection generate_no_birds_samples.py makes, kept in memory."""
+    ds = cfg.dataset
+    categories = esc50_category_map(Path(ds.esc50_dir), manifest)
+    candidates = candidate_samples(recordings, categories)
+    counts = no_birds_counts(cfg, examples, len(class_names) - 1)
+    plan = plan_no_birds_samples(candidates, counts, float(ds.esc50_no_bird_ratio), int(cfg.seed))
+    label = class_names.index(NO_BIRDS)
+    for sample in plan:
+        kind = "esc50" if sample.source_type == ESC50 else "quiet"
+        yield sample.split, WindowExample(sample.key, sample.offset, label, sample.source_path,
+                                          kind)
 
 
 def _check_usable(bundle: DataBundle) -> None:

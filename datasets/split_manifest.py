@@ -7,11 +7,9 @@ recording's windows or cuts never appear on both sides of a split.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from datasets.audio_utils import is_audio_file
+from datasets.file_io import save_table_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +136,27 @@ def build_split_manifest(
     ratios: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 42,
     group_regex: str | None = None,
+    group_of: Callable[[SourceFile], str] | None = None,
 ) -> pd.DataFrame:
     """Deterministic grouped, label-stratified split of ``files``.
 
     Groups (recordings) are shuffled per label with ``seed`` and dealt into splits by
     ``ratios``; a group never spans two splits. The result depends only on the file list,
     the seed, the ratios and the grouping rule, not on the order files were found in.
+    ``group_of`` overrides the name-based rule (ESC-50 groups clips by their ``src_file``).
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
         raise DatasetError(f"dataset.split_ratios must be three non-negative numbers, got {ratios}")
     rows = sorted(
         {(f.source, f.path): f for f in files}.values(), key=lambda f: (f.source, f.path)
     )
-    group_of = {
-        (f.source, f.path): f"{f.source}:{recording_group(f.path, group_regex)}" for f in rows
-    }
+    def group_name(f: SourceFile) -> str:
+        return group_of(f) if group_of else recording_group(f.path, group_regex)
+
+    group_of_file = {(f.source, f.path): f"{f.source}:{group_name(f)}" for f in rows}
     labels_of_group: dict[str, list[str]] = defaultdict(list)
     for f in rows:
-        labels_of_group[group_of[(f.source, f.path)]].append(f.label)
+        labels_of_group[group_of_file[(f.source, f.path)]].append(f.label)
     # A group is stratified under its most common label (ties: alphabetical).
     group_label = {
         g: sorted(set(ls), key=lambda lab: (-ls.count(lab), lab))[0]
@@ -175,8 +177,8 @@ def build_split_manifest(
             {
                 "path": f.path,
                 "label": f.label,
-                "group": group_of[(f.source, f.path)],
-                "split": split_of_group[group_of[(f.source, f.path)]],
+                "group": group_of_file[(f.source, f.path)],
+                "split": split_of_group[group_of_file[(f.source, f.path)]],
                 "source": f.source,
             }
             for f in rows
@@ -187,13 +189,7 @@ def build_split_manifest(
 
 def save_manifest(manifest: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return save_table_atomic(manifest, path)
 
 
 def load_manifest(path: str | Path) -> pd.DataFrame:

@@ -6,23 +6,20 @@ with a distillation loss. Outputs land in the Hydra run directory.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from datasets.dataset_factory import DataBundle, build_data
+from datasets.file_io import save_table_atomic, write_atomic, write_json_atomic
 from datasets.split_manifest import (
     MANIFEST_FILENAME,
     SkippedFile,
@@ -162,27 +159,11 @@ def find_resume_state(cfg: DictConfig) -> Path | None:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def _write_csv(rows: list[dict], path: Path, fieldnames: list[str] | None = None) -> None:
-    fieldnames = fieldnames or (list(rows[0].keys()) if rows else [])
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_json(value: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2)
-    os.replace(tmp, path)
+    save_table_atomic(pd.DataFrame(rows, columns=fieldnames), path)
 
 
 def run_training(
@@ -226,7 +207,8 @@ def run_training(
     loss_fn = loss_factory(cfg, data) if loss_factory else cross_entropy_loss
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip)
+    mixup = float(augment.mixup_alpha) if augment.enabled else 0.0
+    trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip, mixup)
     loaders = make_loaders(cfg, data)
 
     state = FitState()
@@ -348,7 +330,7 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
         "throughput_windows_per_s": last.get("windows_per_s"),
         "data_wait_fraction": last.get("data_wait_fraction"),
     }
-    _write_json(results, run_dir / "results.json")
+    write_json_atomic(results, run_dir / "results.json")
     # The best checkpoint carries its test metrics too, so it is self-describing.
     save_model(best_path, checkpoint.get("epoch", state.best_epoch),
                {"val": val_metrics, "test": test_metrics})
@@ -360,9 +342,7 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
     save_path = Path(str(cfg.training.save_path))
     save_path.parent.mkdir(parents=True, exist_ok=True)
     # Copy then rename, so an interrupted copy never leaves a truncated model at save_path.
-    partial = save_path.with_name(f".{save_path.name}.partial")
-    shutil.copyfile(best_path, partial)
-    os.replace(partial, save_path)
+    write_atomic(save_path, lambda handle: handle.write(best_path.read_bytes()))
     log.info("Test accuracy %.3f, macro-F1 %.3f; best model: %s (copied to %s)",
              test_metrics["accuracy"], test_metrics["macro_f1"], best_path, save_path)
     return results

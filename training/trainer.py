@@ -18,6 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from datasets.augmentation import mixup_batch
+
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
@@ -61,6 +63,7 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
         device: torch.device,
         grad_clip: float | None = None,
+        mixup_alpha: float = 0.0,
     ):
         self.model = model.to(device)
         self.loss_fn = loss_fn
@@ -68,6 +71,7 @@ class Trainer:
         self.scheduler = scheduler
         self.device = device
         self.grad_clip = grad_clip
+        self.mixup_alpha = mixup_alpha
 
     def _to_device(self, batch: dict) -> dict:
         return {
@@ -91,8 +95,15 @@ class Trainer:
                 break
             wait_s += time.perf_counter() - before
             batch = self._to_device(batch)
-            logits = self.model(batch["audio"])
-            loss = self.loss_fn(logits, batch)
+            if self.mixup_alpha > 0:
+                mixed, partner, lam = mixup_batch(batch, self.mixup_alpha)
+                logits = self.model(mixed["audio"])
+                loss = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(
+                    logits, partner
+                )
+            else:
+                logits = self.model(batch["audio"])
+                loss = self.loss_fn(logits, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch}; lower optimizer.lr or check "
