@@ -7,6 +7,7 @@ with a distillation loss. Outputs land in the Hydra run directory.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -56,6 +57,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects container / taskset limits
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def configure_threads(cfg: DictConfig) -> int:
+    """Intra-op threads: the configured number, else the cores the loader workers leave free.
+
+    More threads than free cores is far worse than too few: OpenMP threads spin-wait for a
+    busy core, and a step can become 10-20x slower.
+    """
+    threads = cfg.training.num_threads or max(
+        1, available_cores() - int(cfg.dataset.num_workers)
+    )
+    torch.set_num_threads(int(threads))
+    return int(threads)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,8 +201,7 @@ def run_training(
         log.info("Resuming the run in %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    if cfg.training.num_threads:
-        torch.set_num_threads(int(cfg.training.num_threads))
+    threads = configure_threads(cfg)
     device = resolve_device(str(cfg.training.device))
 
     manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
@@ -202,7 +222,8 @@ def run_training(
             int(augment.time_mask_param), int(augment.freq_mask_param)
         )
     summary = model_summary(model, int(cfg.dataset.target_sr), float(cfg.dataset.clip_duration))
-    log.info("Model %s: %s", model_name, summary)
+    log.info("Model %s: %s; %d torch threads, %d loader workers", model_name, summary, threads,
+             int(cfg.dataset.num_workers))
 
     loss_fn = loss_factory(cfg, data) if loss_factory else cross_entropy_loss
     optimizer = build_optimizer(cfg, model)
