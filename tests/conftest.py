@@ -51,3 +51,18 @@ def write_wav(path: Path, audio: np.ndarray, sr: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(demo_corpus, tmp_path_factory):
+    """A small student trained for a few epochs on the demo corpus (with its manifest)."""
+    from tests.training.helpers import compose_config, fast_overrides
+    from training.run import run_training
+
+    tmp = tmp_path_factory.mktemp("demo_run")
+    cfg = compose_config([
+        *fast_overrides(demo_corpus.bird_dir, tmp, epochs=4),
+        f"dataset.esc50_dir={demo_corpus.esc50_dir}",
+    ])
+    run_training(cfg, tmp / "run")
+    return tmp / "run" / "best_model.pt"

@@ -1,0 +1,52 @@
+"""BirdNET predictions on the same files: 48 kHz windows, restricted to the student's species."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from benchmark.predict_student import file_windows
+from benchmark.scoring import aggregate, predictions_table
+from datasets.audio_utils import AudioLoadError, load_audio
+from datasets.split_manifest import SkippedFile
+
+log = logging.getLogger(__name__)
+
+
+def predict_birdnet(class_names: list[str], truth: pd.DataFrame, cfg: DictConfig,
+                    skipped: list[SkippedFile]) -> pd.DataFrame:
+    from distillation.teacher import BirdNetTeacher, sigmoid
+
+    settings = cfg.birdnet
+    teacher = BirdNetTeacher(num_threads=int(settings.num_threads),
+                             batch_size=int(settings.batch_size))
+    species = class_names[:-1]
+    indices = teacher.species_indices(species)  # unknown species -> clear error
+    plausible = None
+    if settings.lat is not None and settings.lon is not None:
+        allowed = teacher.plausible_species(float(settings.lat), float(settings.lon),
+                                            int(settings.week))
+        plausible = np.array([teacher.labels[i] in allowed for i in indices])
+        log.info("Location filter keeps %d of %d species", int(plausible.sum()), len(species))
+    files, labels, scores, counts = [], [], [], []
+    for row in tqdm(truth.itertuples(), total=len(truth), desc="BirdNET", unit="file"):
+        try:
+            audio, _ = load_audio(row.file, teacher.sample_rate)
+        except AudioLoadError as error:
+            skipped.append(SkippedFile(row.file, str(error), "birdnet"))
+            continue
+        windows = file_windows(audio, teacher.sample_rate, teacher.window_s, float(settings.hop_s))
+        probs = sigmoid(teacher.logits(windows)[:, indices], float(settings.sensitivity))
+        if plausible is not None:
+            probs = probs * plausible
+        files.append(row.file)
+        labels.append(row.label)
+        scores.append(aggregate(probs, str(settings.aggregation)))
+        counts.append(len(windows))
+    species_scores = np.array(scores) if scores else np.zeros((0, len(species)))
+    return predictions_table(files, labels, class_names, species_scores,
+                             float(settings.confidence_threshold), counts)

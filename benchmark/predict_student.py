@@ -1,0 +1,68 @@
+"""Student predictions: 3 s windows slid over each whole file, scored by the checkpoint."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from benchmark.scoring import aggregate, aggregate_no_birds, predictions_table
+from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
+from datasets.split_manifest import SkippedFile
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        log.warning("student_model.inference.device=%s but CUDA is not available; using CPU",
+                    name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def file_windows(audio: np.ndarray, sample_rate: int, clip_s: float, hop_s: float) -> np.ndarray:
+    """All clip-long windows of a file at ``hop_s`` (the last one aligned to the end)."""
+    length = int(round(clip_s * sample_rate))
+    starts = sliding_window_starts(len(audio) / sample_rate, clip_s, hop_s)
+    return np.stack([pad_or_crop(audio, length, int(round(s * sample_rate))) for s in starts])
+
+
+@torch.no_grad()
+def predict_student(model: torch.nn.Module, checkpoint: dict, truth: pd.DataFrame,
+                    cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame:
+    inference = cfg.student_model.inference
+    device = resolve_device(str(inference.device))
+    model = model.to(device).eval()
+    class_names = list(checkpoint["class_names"])
+    sample_rate = int(checkpoint["audio"]["sample_rate"])
+    clip_s = float(checkpoint["audio"]["clip_duration"])
+    files, labels, scores, no_birds, counts = [], [], [], [], []
+    for row in tqdm(truth.itertuples(), total=len(truth), desc="Student", unit="file"):
+        try:
+            audio, _ = load_audio(row.file, sample_rate)
+        except AudioLoadError as error:
+            skipped.append(SkippedFile(row.file, str(error), "student"))
+            continue
+        windows = file_windows(audio, sample_rate, clip_s, float(inference.hop_s))
+        probs = []
+        for start in range(0, len(windows), int(inference.batch_size)):
+            batch = torch.from_numpy(windows[start : start + int(inference.batch_size)])
+            probs.append(torch.softmax(model(batch.to(device)), dim=1).cpu().numpy())
+        window_probs = np.concatenate(probs)
+        how = str(inference.aggregation)
+        files.append(row.file)
+        labels.append(row.label)
+        scores.append(aggregate(window_probs[:, :-1], how))
+        no_birds.append(aggregate_no_birds(window_probs[:, -1], how))
+        counts.append(len(windows))
+    species = np.array(scores) if scores else np.zeros((0, len(class_names) - 1))
+    return predictions_table(files, labels, class_names, species,
+                             float(inference.confidence_threshold), counts,
+                             np.array(no_birds))
