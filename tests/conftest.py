@@ -66,3 +66,14 @@ def demo_checkpoint(demo_corpus, tmp_path_factory):
     ])
     run_training(cfg, tmp / "run")
     return tmp / "run" / "best_model.pt"
+
+
+@pytest.fixture(scope="session")
+def demo_soft_labels(demo_corpus, tmp_path_factory):
+    """BirdNET soft labels for the demo corpus (a coarse 3 s hop keeps this quick)."""
+    from distillation.soft_labels import extract_soft_labels
+
+    out = tmp_path_factory.mktemp("soft_labels") / "demo"
+    extract_soft_labels(list(demo_corpus.species), out, demo_corpus.bird_dir, hop=3.0,
+                        progress=False)
+    return out

@@ -225,7 +225,10 @@ def run_training(
     log.info("Model %s: %s; %d torch threads, %d loader workers", model_name, summary, threads,
              int(cfg.dataset.num_workers))
 
+    # A loss factory may also wrap the datasets (distillation attaches teacher logits).
     loss_fn = loss_factory(cfg, data) if loss_factory else cross_entropy_loss
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     mixup = float(augment.mixup_alpha) if augment.enabled else 0.0

@@ -6,6 +6,7 @@ dataset yields (``audio``, ``label``, plus whatever a distillation dataset adds)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -98,9 +99,12 @@ class Trainer:
             if self.mixup_alpha > 0:
                 mixed, partner, lam = mixup_batch(batch, self.mixup_alpha)
                 logits = self.model(mixed["audio"])
-                loss = lam * self.loss_fn(logits, batch) + (1 - lam) * self.loss_fn(
-                    logits, partner
-                )
+                main_loss = self.loss_fn(logits, batch)
+                # An adaptive loss learns class statistics from the dominant labels only.
+                freeze = getattr(self.loss_fn, "frozen_statistics", contextlib.nullcontext)
+                with freeze():
+                    partner_loss = self.loss_fn(logits, partner)
+                loss = lam * main_loss + (1 - lam) * partner_loss
             else:
                 logits = self.model(batch["audio"])
                 loss = self.loss_fn(logits, batch)

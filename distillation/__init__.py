@@ -1,0 +1,1 @@
+"""Knowledge distillation from BirdNET V2.4: the teacher model and its soft labels."""

@@ -1,0 +1,88 @@
+"""Training windows with the teacher's logits attached (for distillation losses).
+
+For a student window at offset t of a file, the teacher logits come from the teacher window
+that covers it (closest centre; see ``SoftLabelStore.window_index``), in the student's class
+order; ``no_birds`` gets the teacher's derived no_birds logit. Windows of files without soft
+labels (e.g. ESC-50 clips, which extraction does not label) either stop the run or train on
+their hard label only (``has_teacher=False``), as configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from datasets.bird_dataset import WindowDataset
+from distillation.soft_labels import NO_BIRDS_KEY_PREFIX, SoftLabelStore
+
+log = logging.getLogger(__name__)
+
+MISSING_POLICIES = ("error", "hard_only")
+
+
+class MissingSoftLabelsError(ValueError):
+    """Windows without teacher logits while the config asks for all of them."""
+
+
+def soft_label_key(source: str, path: str) -> str | None:
+    """The soft-label key of a manifest row, or None for sources extraction never labels."""
+    if source == "bird":
+        return path
+    if source == "no_birds":
+        return NO_BIRDS_KEY_PREFIX + path
+    return None
+
+
+class SoftLabelWindowDataset(Dataset):
+    """Wraps a ``WindowDataset``; each item also has ``teacher_logits`` and ``has_teacher``."""
+
+    def __init__(self, base: WindowDataset, sources: dict[str, str], store: SoftLabelStore,
+                 class_names: Sequence[str], missing: str = "hard_only"):
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"missing soft-label policy must be one of {MISSING_POLICIES}")
+        self.base = base
+        n = len(base.examples)
+        self.teacher_logits = np.zeros((n, len(class_names)), dtype=np.float32)
+        self.has_teacher = np.zeros(n, dtype=bool)
+        clip = base.clip_samples / base.sample_rate
+        absent: Counter = Counter()
+        for i, example in enumerate(base.examples):
+            key = soft_label_key(sources.get(example.path, "bird"), example.path)
+            if key is None or not store.has(key):
+                absent[example.kind] += 1
+                continue
+            self.teacher_logits[i] = store.teacher_logits_for(key, example.start_s, clip,
+                                                              class_names)
+            self.has_teacher[i] = True
+        self.missing_counts = dict(absent)
+        if absent:
+            message = (f"{sum(absent.values())} of {n} windows have no soft labels "
+                       f"(by kind: {dict(absent)})")
+            if missing == "error":
+                raise MissingSoftLabelsError(
+                    message + f" in '{store.root}'. Run extract_soft_labels.py on this dataset "
+                    "(with --no_birds_dir for pre-generated no-birds samples), or set "
+                    "dataset.missing_soft_labels=hard_only to train those on hard labels."
+                )
+            log.warning("%s; they train on their hard label only", message)
+
+    @property
+    def examples(self):
+        return self.base.examples
+
+    def labels(self) -> list[int]:
+        return self.base.labels()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.base[i]
+        item["teacher_logits"] = torch.from_numpy(self.teacher_logits[i])
+        item["has_teacher"] = bool(self.has_teacher[i])
+        return item

@@ -1,0 +1,99 @@
+"""Extract BirdNET V2.4 soft labels (teacher logits) for every window of every training file.
+
+    python extract_soft_labels.py --species_list distillation/species.txt \
+        --bird_dir bird_sound_dataset --output_path soft_labels_complete --workers 2
+
+Interrupted runs continue where they stopped (run the same command again); --no-resume
+recomputes everything. The folder format is described in distillation/soft_label_records.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("extract_soft_labels")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--species_list", default="distillation/species.txt",
+        help="file with one species a line ('Genus species', 'Genus_species' or a BirdNET "
+        "label line); '#' starts a comment",
+    )
+    parser.add_argument("--output_path", default="soft_labels_complete",
+                        help="soft-label folder to create or continue")
+    parser.add_argument("--bird_dir", default="bird_sound_dataset",
+                        help="one folder of recordings per species, named Genus_species")
+    parser.add_argument(
+        "--no_birds_dir", default="augmented_dataset/no_birds",
+        help="pre-generated no-birds samples, labelled too (under 'no_birds/') if the folder "
+        "exists",
+    )
+    parser.add_argument("--hop", type=float, default=1.0, help="seconds between teacher windows")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes, each with its own BirdNET interpreter")
+    parser.add_argument("--threads", type=int, default=1, help="interpreter threads per worker")
+    parser.add_argument("--files_limit", type=int, default=None,
+                        help="label at most N files (taken evenly across species)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep records that are still valid (--no-resume recomputes all)")
+    parser.add_argument("--lat", type=float, default=None, help="recording site latitude")
+    parser.add_argument("--lon", type=float, default=None, help="recording site longitude")
+    parser.add_argument("--week", type=int, default=None,
+                        help="BirdNET week of the year, 1..48 (4 a month); default all year")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from datasets.split_manifest import DatasetError
+    from distillation.soft_labels import ExtractionError, Location, extract_soft_labels
+    from distillation.species_names import UnknownSpeciesError, read_species_list
+
+    try:
+        if (args.lat is None) != (args.lon is None):
+            raise ExtractionError("--lat and --lon go together: give both or neither")
+        if args.week is not None and args.lat is None:
+            raise ExtractionError("--week needs --lat and --lon")
+        location = (
+            Location(args.lat, args.lon, -1 if args.week is None else args.week)
+            if args.lat is not None
+            else None
+        )
+        if not Path(args.species_list).is_file():
+            raise ExtractionError(f"Species list '{args.species_list}' not found")
+        summary = extract_soft_labels(
+            read_species_list(args.species_list),
+            args.output_path,
+            args.bird_dir,
+            no_birds_dir=args.no_birds_dir,
+            hop=args.hop,
+            workers=args.workers,
+            threads=args.threads,
+            files_limit=args.files_limit,
+            resume=args.resume,
+            location=location,
+            progress=not args.no_progress,
+        )
+    except (UnknownSpeciesError, ExtractionError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if summary.failed:
+        log.warning("%d files could not be used (listed in %s/metadata.json):",
+                    len(summary.failed), args.output_path)
+        for failure in summary.failed:
+            log.warning("  %s: %s", failure["path"], failure["reason"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Train the student from hard labels and BirdNET's soft labels (or with focal losses).
+
+    python train_distillation.py --config-name=focal_loss_config training.alpha=0.7
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from cli_errors import exit_on_user_error
+
+log = logging.getLogger("train_distillation")
+
+
+@hydra.main(version_base="1.3", config_path="distillation/configs",
+            config_name="distillation_config")
+def main(cfg: DictConfig) -> None:
+    from distillation.training_setup import distillation_loss_factory
+    from training.run import run_training
+
+    with exit_on_user_error(log):
+        run_training(cfg, HydraConfig.get().runtime.output_dir, distillation_loss_factory)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
