@@ -63,3 +63,18 @@ def test_quiet_segments_on_generated_recording_with_known_silence():
     for s in segments:
         assert (3.4 <= s and s + CLIP <= 12.0) or (13.4 <= s and s + CLIP <= 18.0)
     assert len(segments) == 3  # two fit in the 8.6 s gap, one in the 4.6 s gap
+
+
+def test_long_recording_has_annotated_calls_and_is_idempotent(tmp_path):
+    import soundfile as sf
+
+    from datasets.demo_corpus import write_long_recording
+
+    path = write_long_recording(tmp_path / "long.wav", minutes=1.0)
+    calls = pd.read_csv(tmp_path / "long.annotations.csv")
+    assert sf.info(path).duration == 60.0
+    assert len(calls) >= 4 and (calls["end_s"] <= 60.0).all()
+    assert (calls["start_s"].diff().dropna() > 0).all()
+    mtime = path.stat().st_mtime_ns
+    write_long_recording(path, minutes=1.0)
+    assert path.stat().st_mtime_ns == mtime
