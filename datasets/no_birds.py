@@ -28,7 +28,7 @@ from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import pad_or_crop
 from datasets.bird_dataset import PreparedRecording
 from datasets.file_io import save_table_atomic, write_json_atomic, write_wav_atomic
-from datasets.split_manifest import SPLITS, DatasetError
+from datasets.split_manifest import SPLITS, DatasetError, read_split_table
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,7 @@ def read_no_birds_folder(folder: str | Path) -> pd.DataFrame:
             f"'python generate_no_birds_samples.py --output_dir {folder}' first, or set "
             "dataset.load_pregenerated_no_birds=false to generate them at start-up."
         )
-    table = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    missing = [c for c in NO_BIRDS_MANIFEST_COLUMNS if c not in table.columns]
-    if missing:
-        raise DatasetError(f"'{manifest_path}' lacks columns {missing}; regenerate the folder")
-    bad = sorted(set(table["split"]) - set(SPLITS))
-    if bad:
-        raise DatasetError(f"'{manifest_path}' has unknown split names {bad}")
-    return table
+    return read_split_table(manifest_path, NO_BIRDS_MANIFEST_COLUMNS)
 
 
 def write_no_birds_folder(

@@ -196,14 +196,19 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"Split manifest '{path}' not found")
-    manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    return read_split_table(path, MANIFEST_COLUMNS)
+
+
+def read_split_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """A CSV with a ``split`` column, all as strings, checked for columns and split names."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise DatasetError(f"Split manifest '{path}' lacks columns {missing}")
-    bad = sorted(set(manifest["split"]) - set(SPLITS))
+        raise DatasetError(f"'{path}' lacks columns {missing}; regenerate it")
+    bad = sorted(set(table["split"]) - set(SPLITS))
     if bad:
-        raise DatasetError(f"Split manifest '{path}' has unknown split names {bad}")
-    return manifest
+        raise DatasetError(f"'{path}' has unknown split names {bad}")
+    return table
 
 
 def manifest_to_records(manifest: pd.DataFrame) -> list[dict[str, str]]:
