@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from datasets.dataset_factory import DataBundle, build_data
 from datasets.file_io import save_table_atomic, write_atomic, write_json_atomic
@@ -35,6 +35,13 @@ from models import (
     save_checkpoint,
 )
 from modules import SpecAugment
+from training.distributed import (
+    DistEnv,
+    barrier,
+    cleanup,
+    init_distributed,
+    local_device,
+)
 from training.metrics import classification_metrics
 from training.plots import plot_confusion_matrix, plot_training_history
 from training.trainer import FitState, LossFn, Trainer, cross_entropy_loss, monitor_score
@@ -72,9 +79,10 @@ def configure_threads(cfg: DictConfig) -> int:
     More threads than free cores is far worse than too few: OpenMP threads spin-wait for a
     busy core, and a step can become 10-20x slower.
     """
-    threads = cfg.training.num_threads or max(
-        1, available_cores() - int(cfg.dataset.num_workers)
-    )
+    # torchrun starts LOCAL_WORLD_SIZE processes on this machine: they share its cores.
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    free = available_cores() // local_processes - int(cfg.dataset.num_workers)
+    threads = cfg.training.num_threads or max(1, free)
     torch.set_num_threads(int(threads))
     return int(threads)
 
@@ -142,18 +150,28 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
     raise ConfigError(f"training.scheduler={kind} is not one of cosine, plateau, none")
 
 
-def make_loaders(cfg: DictConfig, data: DataBundle) -> dict[str, DataLoader]:
+def make_loaders(cfg: DictConfig, data: DataBundle,
+                 env: DistEnv | None = None) -> dict[str, DataLoader]:
+    """Under torchrun each rank gets a DistributedSampler share of every split, and
+    ``training.batch_size`` stays the global batch (divided between the ranks)."""
+    env = env or DistEnv()
     workers = int(cfg.dataset.num_workers)
     generator = torch.Generator().manual_seed(int(cfg.seed))
+    batch_size = max(1, int(cfg.training.batch_size) // env.world_size)
     loaders = {}
     for split, dataset in data.datasets.items():
+        sampler = None
+        if env.enabled:
+            sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
+                                         shuffle=split == "train", seed=int(cfg.seed))
         loaders[split] = DataLoader(
             dataset,
-            batch_size=int(cfg.training.batch_size),
-            shuffle=split == "train",
+            batch_size=batch_size,
+            shuffle=split == "train" and sampler is None,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            generator=generator if split == "train" else None,
+            generator=generator if split == "train" and sampler is None else None,
             drop_last=False,
         )
     return loaders
@@ -203,12 +221,18 @@ def run_training(
     seed_everything(int(cfg.seed))
     threads = configure_threads(cfg)
     device = resolve_device(str(cfg.training.device))
+    env = init_distributed(device)
+    device = local_device(device, env)
 
     manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
+    if not env.is_main:
+        barrier(env)  # rank 0 decodes and fills the audio cache first; the others reuse it
     data = build_data(cfg, manifest_path=manifest_path)
-    save_manifest(data.manifest, run_dir / MANIFEST_FILENAME)
-    _write_csv([asdict(s) for s in data.skipped], run_dir / "skipped_files.csv",
-               fieldnames=[f.name for f in fields(SkippedFile)])
+    if env.is_main:
+        barrier(env)
+        save_manifest(data.manifest, run_dir / MANIFEST_FILENAME)
+        _write_csv([asdict(s) for s in data.skipped], run_dir / "skipped_files.csv",
+                   fieldnames=[f.name for f in fields(SkippedFile)])
     if data.skipped:
         log.warning("%d files skipped; see %s", len(data.skipped), run_dir / "skipped_files.csv")
 
@@ -232,8 +256,9 @@ def run_training(
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     mixup = float(augment.mixup_alpha) if augment.enabled else 0.0
-    trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip, mixup)
-    loaders = make_loaders(cfg, data)
+    trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip, mixup,
+                      env=env, amp=bool(cfg.training.amp))
+    loaders = make_loaders(cfg, data, env)
 
     state = FitState()
     if resume_path is not None:
@@ -255,6 +280,8 @@ def run_training(
 
     def save_model(path: Path, epoch: int, metrics: dict) -> None:
         # The SpecAugment module has no parameters: the checkpoint rebuilds a plain model.
+        if not env.is_main:
+            return  # only rank 0 writes
         save_checkpoint(
             path, model, model_name=model_name, model_kwargs=arguments,
             class_names=data.class_names, audio=audio, metrics=metrics, config=config_dict,
@@ -268,6 +295,8 @@ def run_training(
     for epoch in range(state.epoch + 1, int(cfg.training.epochs) + 1):
         if state.bad_epochs >= patience > 0:
             break
+        if isinstance(loaders["train"].sampler, DistributedSampler):
+            loaders["train"].sampler.set_epoch(epoch)  # a new shuffle every epoch
         row = {"epoch": epoch, **trainer.train_epoch(loaders["train"], epoch)}
         val = trainer.evaluate(loaders["val"])
         val_metrics = classification_metrics(val.y_true, val.y_pred, data.class_names)
@@ -291,17 +320,22 @@ def run_training(
             row["val_accuracy"], row["val_macro_f1"], "  *best*" if improved else "",
             row["windows_per_s"], 100 * row["data_wait_fraction"],
         )
-        _write_csv(state.history, run_dir / "metrics.csv")
+        if env.is_main:
+            _write_csv(state.history, run_dir / "metrics.csv")
         if every and epoch % every == 0:
             (run_dir / "checkpoints").mkdir(exist_ok=True)
             periodic = run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
             save_model(periodic, epoch, {"val": val_metrics})
-        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=False)
+        if env.is_main:
+            _save_state(run_dir, model, optimizer, scheduler, state, data.class_names,
+                        completed=False)
     if state.bad_epochs >= patience > 0:
         log.info("Early stopping: no %s improvement for %d epochs", monitor, patience)
 
-    results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model)
-    _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True)
+    results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model, env)
+    if env.is_main:
+        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True)
+    cleanup(env)
     return results
 
 
@@ -322,14 +356,15 @@ def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
 
 
 def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, state: FitState,
-            summary: dict, save_model) -> dict:
+            summary: dict, save_model, env: DistEnv) -> dict:
     """Test the best model and write results.json, plots and the copy at training.save_path."""
     best_path = run_dir / BEST_FILENAME
     if not best_path.exists():
         # No epoch ran (e.g. epochs=0): the current weights are the best we have.
         save_model(best_path, state.epoch, {})
+    barrier(env)  # rank 0 has written the best checkpoint
     best_model, checkpoint = load_checkpoint(best_path)
-    trainer.model.load_state_dict(best_model.state_dict())
+    trainer.core.load_state_dict(best_model.state_dict())
     test = trainer.evaluate(loaders["test"])
     test_metrics = classification_metrics(test.y_true, test.y_pred, data.class_names)
     val = trainer.evaluate(loaders["val"])
@@ -354,6 +389,8 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
         "throughput_windows_per_s": last.get("windows_per_s"),
         "data_wait_fraction": last.get("data_wait_fraction"),
     }
+    if not env.is_main:
+        return results
     write_json_atomic(results, run_dir / "results.json")
     # The best checkpoint carries its test metrics too, so it is self-describing.
     save_model(best_path, checkpoint.get("epoch", state.best_epoch),

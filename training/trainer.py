@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.augmentation import mixup_batch
+from training.distributed import DistEnv, gather_by_index, max_across_ranks, sum_across_ranks
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,18 @@ class Trainer:
         device: torch.device,
         grad_clip: float | None = None,
         mixup_alpha: float = 0.0,
+        env: DistEnv | None = None,
+        amp: bool = False,
     ):
-        self.model = model.to(device)
+        self.env = env or DistEnv()
+        self.core = model.to(device)  # the plain model: saving, summaries, state dicts
+        self.model = self.core
+        if self.env.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
+        # Mixed precision only where it pays off and is supported: CUDA.
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -96,58 +107,77 @@ class Trainer:
                 break
             wait_s += time.perf_counter() - before
             batch = self._to_device(batch)
-            if self.mixup_alpha > 0:
-                mixed, partner, lam = mixup_batch(batch, self.mixup_alpha)
-                logits = self.model(mixed["audio"])
-                main_loss = self.loss_fn(logits, batch)
-                # An adaptive loss learns class statistics from the dominant labels only.
-                freeze = getattr(self.loss_fn, "frozen_statistics", contextlib.nullcontext)
-                with freeze():
-                    partner_loss = self.loss_fn(logits, partner)
-                loss = lam * main_loss + (1 - lam) * partner_loss
-            else:
-                logits = self.model(batch["audio"])
-                loss = self.loss_fn(logits, batch)
+            with torch.autocast("cuda", enabled=self.amp):
+                logits, loss = self._forward_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch}; lower optimizer.lr or check "
                     "the input audio."
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             n = batch["audio"].shape[0]
             total_loss += loss.item() * n
             correct += int((logits.argmax(1) == batch["label"]).sum())
             seen += n
             batches.set_postfix(loss=f"{total_loss / seen:.3f}")
         elapsed = time.perf_counter() - started
+        # Sums over all ranks: the epoch's figures are those of the whole job.
+        total_loss, correct, seen, wait_s = sum_across_ranks(
+            [total_loss, correct, seen, wait_s], self.env
+        )
+        elapsed_all = max_across_ranks(elapsed, self.env)
         return {
             "train_loss": total_loss / max(1, seen),
             "train_accuracy": correct / max(1, seen),
-            "windows_per_s": seen / max(elapsed, 1e-9),
-            "data_wait_fraction": wait_s / max(elapsed, 1e-9),
-            "epoch_seconds": elapsed,
+            "windows_per_s": seen / max(elapsed_all, 1e-9),
+            "data_wait_fraction": wait_s / max(elapsed * self.env.world_size, 1e-9),
+            "epoch_seconds": elapsed_all,
         }
+
+    def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mixup_alpha <= 0:
+            logits = self.model(batch["audio"])
+            return logits, self.loss_fn(logits, batch)
+        mixed, partner, lam = mixup_batch(batch, self.mixup_alpha)
+        logits = self.model(mixed["audio"])
+        main_loss = self.loss_fn(logits, batch)
+        # An adaptive loss learns class statistics from the dominant labels only.
+        freeze = getattr(self.loss_fn, "frozen_statistics", contextlib.nullcontext)
+        with freeze():
+            partner_loss = self.loss_fn(logits, partner)
+        return logits, lam * main_loss + (1 - lam) * partner_loss
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> EvalResult:
-        """Hard-label cross-entropy and predictions, whatever the training loss is."""
-        self.model.eval()
-        losses, labels, probabilities = [], [], []
+        """Hard-label cross-entropy and predictions, whatever the training loss is.
+
+        Under torchrun each rank scores its share and the shares are gathered, so every rank
+        returns the same full result.
+        """
+        self.core.eval()
+        indices, losses, labels, probabilities = [], [], [], []
         for batch in loader:
             batch = self._to_device(batch)
-            logits = self.model(batch["audio"])
-            losses.append(F.cross_entropy(logits, batch["label"], reduction="sum").item())
+            logits = self.core(batch["audio"]).float()
+            losses.append(F.cross_entropy(logits, batch["label"], reduction="none").cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
             probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
+            indices.append(np.asarray(batch["index"]))
         if not labels:
+            empty = (np.zeros(0, int), [np.zeros(0), np.zeros(0, int), np.zeros((0, 0))])
+        else:
+            empty = (np.concatenate(indices), [np.concatenate(losses), np.concatenate(labels),
+                                               np.concatenate(probabilities)])
+        _, (loss, y_true, probs) = gather_by_index(*empty, self.env)
+        if not len(y_true):
             return EvalResult(float("nan"), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 0)))
-        y_true = np.concatenate(labels)
-        probs = np.concatenate(probabilities)
-        return EvalResult(sum(losses) / len(y_true), y_true, probs.argmax(1), probs)
+        return EvalResult(float(loss.mean()), y_true, probs.argmax(1), probs)
 
     def step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:
