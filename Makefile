@@ -15,9 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# Every stage on the synthetic corpus; a second run reuses what is done.
 demo: $(STAMP)
-	$(PY) -m datasets.demo_corpus --out demo_data
-	$(PY) train.py --config-name=demo
+	$(PY) -m demo --out demo_data
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -26,4 +26,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean-demo:
-	rm -rf demo_data logs/demo
+	rm -rf demo_data logs/demo logs/demo_distillation

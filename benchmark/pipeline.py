@@ -74,7 +74,9 @@ def run_benchmark(cfg: DictConfig) -> dict:
 
     efficiency = None
     if cfg.efficiency.enabled:
-        efficiency = measure_efficiency(model_path, int(cfg.efficiency.windows))
+        exported = cfg.efficiency.exported_dir
+        efficiency = measure_efficiency(model_path, int(cfg.efficiency.windows),
+                                        bench_path(exported) if exported else None)
     summary = compare(
         student, birdnet, class_names, out_dir / "comparison", efficiency=efficiency,
         bootstrap_samples=int(cfg.comparison.bootstrap_samples),

