@@ -98,6 +98,16 @@ def gather_by_index(indices: np.ndarray, arrays: list[np.ndarray],
     return unique, [a[first] for a in all_arrays]
 
 
+def from_rank0(value: object, env: DistEnv) -> object:
+    """Rank 0's ``value`` on every rank (e.g. the run folder, whose name holds a timestamp
+    that each process's Hydra may have taken a second apart)."""
+    if not env.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def cleanup(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()

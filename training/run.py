@@ -39,6 +39,7 @@ from training.distributed import (
     DistEnv,
     barrier,
     cleanup,
+    from_rank0,
     init_distributed,
     local_device,
 )
@@ -211,7 +212,10 @@ def run_training(
     loss_factory: LossFactory | None = None,
 ) -> dict:
     """Train, select the best epoch on validation, test it, write every output; return results."""
-    run_dir = Path(run_dir)
+    device = resolve_device(str(cfg.training.device))
+    env = init_distributed(device)
+    device = local_device(device, env)
+    run_dir = Path(from_rank0(str(run_dir), env))
     resume_path = find_resume_state(cfg)
     if resume_path is not None:
         # An interrupted run continues in its own folder, with its own split manifest.
@@ -220,9 +224,6 @@ def run_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
     threads = configure_threads(cfg)
-    device = resolve_device(str(cfg.training.device))
-    env = init_distributed(device)
-    device = local_device(device, env)
 
     manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
     if not env.is_main:
