@@ -9,6 +9,10 @@ throughput (extract_soft_labels into a temporary folder: decode, resample, cut, 
 "Extraction" is end to end, start-up included; "steady" leaves out the start-up (pool, model
 loading) by timing from the first record written to the last. Each figure is the best of
 --repeats interleaved runs (other load on the machine only ever slows a run down).
+
+Wall-clock figures on a shared machine move with whatever else runs; the CPU milliseconds per
+window (summed over every process, start-up included for extraction) do not, and their ratio
+is the per-worker efficiency of extraction against the bare interpreter.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,12 +39,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Measurement:
+    windows: int
+    per_s: float  # windows per second of wall-clock time
+    cpu_ms: float  # CPU milliseconds per window, all processes together
+    steady_per_s: float = float("nan")
+
+
+@dataclass
 class BenchRow:
     workers: int
-    windows: int
-    raw_per_s: float
-    extraction_per_s: float
-    steady_per_s: float
+    raw: Measurement
+    extraction: Measurement
 
 
 def _raw_worker(files: BirdNetFiles, paths: list[str], share: tuple[int, int], hop: float,
@@ -47,22 +58,23 @@ def _raw_worker(files: BirdNetFiles, paths: list[str], share: tuple[int, int], h
     """Cut this worker's windows (untimed), wait for the others, then time inference only."""
     teacher = BirdNetTeacher(num_threads=1, batch_size=batch_size, files=files)
     labeller = WindowLabeller(teacher, [0], hop)
-    windows = []
+    mine, seen = [], 0
     for path in paths:
         audio, starts = labeller.load(path)
-        windows.append(cut_windows(audio, teacher.sample_rate, starts, teacher.window_samples))
-    mine = np.concatenate(windows)[share[0] :: share[1]]
-    teacher.logits(mine[:1])  # first call sets the interpreter up; not part of throughput
+        # Window i of the whole set goes to worker i % workers: equal shares.
+        picked = [s for i, s in enumerate(starts, seen) if i % share[1] == share[0]]
+        seen += len(starts)
+        mine.append(cut_windows(audio, teacher.sample_rate, picked, teacher.window_samples))
+    windows = np.concatenate(mine)
+    teacher.logits(windows[:1])  # first call sets the interpreter up; not part of throughput
     barrier.wait()
-    start = time.monotonic()
-    teacher.logits(mine)
-    results.put((len(mine), start, time.monotonic()))
+    start, cpu = time.monotonic(), time.process_time()
+    teacher.logits(windows)
+    results.put((len(windows), start, time.monotonic(), time.process_time() - cpu))
 
 
-def raw_throughput(
-    paths: list[str], workers: int, hop: float, batch_size: int
-) -> tuple[int, float]:
-    """(windows, windows/s) of BirdNET alone, ``workers`` processes with one thread each."""
+def raw_throughput(paths: list[str], workers: int, hop: float, batch_size: int) -> Measurement:
+    """BirdNET alone on pre-cut windows, ``workers`` processes with one thread each."""
     from distillation.teacher import birdnet_files
 
     context = multiprocessing.get_context("spawn")
@@ -78,33 +90,40 @@ def raw_throughput(
     reports = [results.get() for _ in processes]
     for process in processes:
         process.join()
-    total = sum(n for n, _, _ in reports)
-    elapsed = max(end for _, _, end in reports) - min(start for _, start, _ in reports)
-    return total, total / elapsed
+    total = sum(r[0] for r in reports)
+    elapsed = max(r[2] for r in reports) - min(r[1] for r in reports)
+    return Measurement(total, total / elapsed, 1000 * sum(r[3] for r in reports) / total)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def extraction_throughput(
     species: list[str], bird_dir: Path, files: int | None, workers: int, hop: float,
     batch_size: int,
-) -> tuple[int, float, float]:
-    """(windows, end-to-end windows/s, steady windows/s) of extract_soft_labels."""
+) -> Measurement:
+    """extract_soft_labels end to end; CPU counts this process and the (finished) workers."""
     from distillation.soft_label_records import read_metadata
     from distillation.soft_labels import extract_soft_labels
 
     written: list[tuple[str, float]] = []
+    cpu = time.process_time() + _children_cpu()
     with tempfile.TemporaryDirectory(prefix="bench_soft_labels_") as tmp:
         summary = extract_soft_labels(
             species, tmp, bird_dir, no_birds_dir=None, hop=hop, workers=workers,
             files_limit=files, resume=False, batch_size=batch_size, progress=False,
             on_record=lambda key: written.append((key, time.perf_counter())),
         )
+        cpu = time.process_time() + _children_cpu() - cpu
         windows_of = {key: entry["windows"] for key, entry in read_metadata(tmp)["files"].items()}
+    n = summary.windows_computed
     steady = float("nan")
     if len(written) > 1:
         # Windows finished after the first record, over the time since it was written.
-        after_first = summary.windows_computed - windows_of[written[0][0]]
-        steady = after_first / (written[-1][1] - written[0][1])
-    return summary.windows_computed, summary.windows_computed / summary.seconds, steady
+        steady = (n - windows_of[written[0][0]]) / (written[-1][1] - written[0][1])
+    return Measurement(n, n / summary.seconds, 1000 * cpu / n, steady)
 
 
 def known_species_folders(bird_dir: Path) -> list[str]:
@@ -130,31 +149,42 @@ def run_benchmark(bird_dir: Path, files: int | None, workers: list[int], hop: fl
     paths = [task.path for task in tasks]
     rows = []
     for count in workers:
-        best = BenchRow(count, 0, 0.0, 0.0, 0.0)
+        raws, extractions = [], []
         for _ in range(repeats):
-            n_raw, raw = raw_throughput(paths, count, hop, batch_size)
-            n_ext, e2e, steady = extraction_throughput(species, bird_dir, files, count, hop,
-                                                       batch_size)
-            if n_raw != n_ext:
-                log.warning("Raw run saw %d windows, extraction %d", n_raw, n_ext)
-            best = BenchRow(count, n_ext, max(best.raw_per_s, raw),
-                            max(best.extraction_per_s, e2e), max(best.steady_per_s, steady))
-        rows.append(best)
+            raws.append(raw_throughput(paths, count, hop, batch_size))
+            extractions.append(
+                extraction_throughput(species, bird_dir, files, count, hop, batch_size)
+            )
+        if raws[0].windows != extractions[0].windows:
+            log.warning("Raw runs saw %d windows, extraction %d", raws[0].windows,
+                        extractions[0].windows)
+        rows.append(BenchRow(count, _best(raws), _best(extractions)))
     return rows
+
+
+def _best(runs: list[Measurement]) -> Measurement:
+    return Measurement(
+        runs[0].windows,
+        max(r.per_s for r in runs),
+        min(r.cpu_ms for r in runs),
+        max(r.steady_per_s for r in runs),
+    )
 
 
 def format_table(rows: list[BenchRow]) -> str:
     lines = [
-        f"{'workers':>7} {'windows':>8} {'raw win/s':>10} {'extract win/s':>14} "
-        f"{'ratio':>6} {'steady win/s':>13} {'ratio':>6} {'raw scaling':>12}"
+        f"{'workers':>7} {'windows':>7} | {'raw win/s':>9} {'extract':>7} {'ratio':>5} "
+        f"{'steady':>6} {'ratio':>5} | {'raw CPU ms/win':>14} {'extract':>7} {'ratio':>5} | "
+        f"{'raw scaling':>11}"
     ]
-    base = rows[0].raw_per_s / rows[0].workers if rows else 1.0
+    base = rows[0].raw.per_s / rows[0].workers if rows else 1.0
     for row in rows:
+        raw, ext = row.raw, row.extraction
         lines.append(
-            f"{row.workers:>7} {row.windows:>8} {row.raw_per_s:>10.1f} "
-            f"{row.extraction_per_s:>14.1f} {row.extraction_per_s / row.raw_per_s:>6.2f} "
-            f"{row.steady_per_s:>13.1f} {row.steady_per_s / row.raw_per_s:>6.2f} "
-            f"{row.raw_per_s / base:>11.2f}x"
+            f"{row.workers:>7} {ext.windows:>7} | {raw.per_s:>9.1f} {ext.per_s:>7.1f} "
+            f"{ext.per_s / raw.per_s:>5.2f} {ext.steady_per_s:>6.1f} "
+            f"{ext.steady_per_s / raw.per_s:>5.2f} | {raw.cpu_ms:>14.1f} {ext.cpu_ms:>7.1f} "
+            f"{raw.cpu_ms / ext.cpu_ms:>5.2f} | {raw.per_s / base:>10.2f}x"
         )
     return "\n".join(lines)
 

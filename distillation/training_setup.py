@@ -47,6 +47,7 @@ def attach_soft_labels(cfg: DictConfig, data: DataBundle) -> SoftLabelStore:
         data.datasets[split] = SoftLabelWindowDataset(
             dataset, sources, store, data.class_names, str(cfg.dataset.missing_soft_labels),
             trust_bird_labels=bool(cfg.distillation.trust_bird_labels),
+            confidence_threshold=float(cfg.distillation.confidence_threshold),
         )
     log.info("Soft labels from %s (BirdNET %s, hop %.2f s)", store.root, store.birdnet_version,
              store.hop)

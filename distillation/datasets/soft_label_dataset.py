@@ -49,7 +49,7 @@ class SoftLabelWindowDataset(Dataset):
 
     def __init__(self, base: WindowDataset, sources: dict[str, str], store: SoftLabelStore,
                  class_names: Sequence[str], missing: str = "hard_only",
-                 trust_bird_labels: bool = True):
+                 trust_bird_labels: bool = True, confidence_threshold: float = 0.0):
         if missing not in MISSING_POLICIES:
             raise ValueError(f"missing soft-label policy must be one of {MISSING_POLICIES}")
         self.base = base
@@ -66,6 +66,16 @@ class SoftLabelWindowDataset(Dataset):
             self.teacher_logits[i] = store.teacher_logits_for(key, example.start_s, clip,
                                                               class_names)
             self.has_teacher[i] = True
+        if confidence_threshold > 0:
+            # A teacher that is sure of nothing (every class's sigmoid below the threshold)
+            # has no knowledge to pass on: such windows learn from their hard label alone.
+            confidence = 1.0 / (1.0 + np.exp(-self.teacher_logits.max(axis=1)))
+            unsure = self.has_teacher & (confidence < confidence_threshold)
+            self.has_teacher &= ~unsure
+            self.unsure_count = int(unsure.sum())
+            if self.unsure_count:
+                log.info("%d windows below teacher confidence %.2f train on hard labels only",
+                         self.unsure_count, confidence_threshold)
         if trust_bird_labels:
             no_birds = len(class_names) - 1
             bird = self.has_teacher & (np.asarray(base.labels()) != no_birds)

@@ -101,3 +101,28 @@ def test_cli_spec_command_and_missing_soft_labels(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert missing.returncode == 2 and "error:" in missing.stderr
+
+
+def test_confidence_threshold_and_trusted_bird_labels(demo_corpus, demo_soft_labels, tmp_path):
+    import numpy as np
+
+    from datasets.dataset_factory import build_data
+    from distillation.training_setup import attach_soft_labels
+
+    def train_split(*extra):
+        cfg = distill_config("distillation_config", demo_corpus, demo_soft_labels, tmp_path,
+                             *extra)
+        data = build_data(cfg)
+        attach_soft_labels(cfg, data)
+        return data.datasets["train"]
+
+    plain = train_split("distillation.confidence_threshold=0.0",
+                        "distillation.trust_bird_labels=false")
+    strict = train_split("distillation.confidence_threshold=0.999")
+    assert strict.has_teacher.sum() < plain.has_teacher.sum()
+    trusted = train_split("distillation.confidence_threshold=0.0")
+    labels = np.asarray(trusted.labels())
+    bird = trusted.has_teacher & (labels != 4)
+    # On species windows the teacher's no_birds never beats its weakest species.
+    assert (trusted.teacher_logits[bird, 4] <= trusted.teacher_logits[bird, :4].min(1)).all()
+    assert (plain.teacher_logits[bird, 4] > plain.teacher_logits[bird, :4].min(1)).any()

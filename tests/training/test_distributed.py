@@ -15,7 +15,8 @@ TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 def _overrides(demo_corpus, tmp: Path) -> list[str]:
     return [
-        f"dataset.bird_data_dir={demo_corpus.bird_dir}", f"dataset.esc50_dir={demo_corpus.esc50_dir}",
+        f"dataset.bird_data_dir={demo_corpus.bird_dir}",
+        f"dataset.esc50_dir={demo_corpus.esc50_dir}",
         f"dataset.cache_dir={tmp / 'cache'}", "dataset.num_workers=0", "training.epochs=1",
         "training.batch_size=16", f"training.save_path={tmp / 'best.pt'}",
         f"paths.log_dir={tmp / 'logs'}", "dataset.augmentation.enabled=false",
