@@ -49,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--week", type=int, default=None,
                         help="BirdNET week of the year, 1..48 (4 a month); default all year")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--num_shards", type=int, default=1,
+                        help="split the files into this many shards (a cluster job array)")
+    parser.add_argument("--shard_index", type=int, default=0,
+                        help="which shard this run labels, 0..num_shards-1; it is written to "
+                        "<output_path>/shards/shard-<i>-of-<K>/")
+    parser.add_argument("--merge_shards", action="store_true",
+                        help="combine the finished shards in --output_path into one folder")
     return parser.parse_args(argv)
 
 
@@ -56,10 +63,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from datasets.split_manifest import DatasetError
+    from distillation.shards import ShardError, check_shard, merge_shards, shard_dir
     from distillation.soft_labels import ExtractionError, Location, extract_soft_labels
     from distillation.species_names import UnknownSpeciesError, read_species_list
 
+    if args.merge_shards:
+        try:
+            merge_shards(args.output_path)
+        except ShardError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     try:
+        check_shard(args.num_shards, args.shard_index)
         if (args.lat is None) != (args.lon is None):
             raise ExtractionError("--lat and --lon go together: give both or neither")
         if args.week is not None and args.lat is None:
@@ -71,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not Path(args.species_list).is_file():
             raise ExtractionError(f"Species list '{args.species_list}' not found")
+        sharded = args.num_shards > 1
+        output = shard_dir(args.output_path, args.shard_index, args.num_shards) if sharded \
+            else args.output_path
         summary = extract_soft_labels(
             read_species_list(args.species_list),
-            args.output_path,
+            output,
             args.bird_dir,
             no_birds_dir=args.no_birds_dir,
             hop=args.hop,
@@ -83,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             location=location,
             progress=not args.no_progress,
+            shard=(args.shard_index, args.num_shards) if sharded else None,
         )
-    except (UnknownSpeciesError, ExtractionError, DatasetError) as error:
+    except (UnknownSpeciesError, ExtractionError, DatasetError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if summary.failed:

@@ -32,6 +32,7 @@ from datasets.split_manifest import (
     limit_files_per_class,
     scan_species_folders,
 )
+from distillation.shards import shard_of
 from distillation.soft_label_records import (
     FORMAT_VERSION,
     METADATA_FILENAME,
@@ -260,6 +261,7 @@ def extract_soft_labels(
     teacher: BirdNetTeacher | None = None,
     on_record: Callable[[str], None] | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> ExtractionSummary:
     """Compute and store BirdNET's soft labels for every window of every file.
 
@@ -293,6 +295,9 @@ def extract_soft_labels(
         )
     skipped: list[SkippedFile] = []
     tasks = collect_tasks(folders, bird_dir, no_birds_dir, files_limit, skipped)
+    if shard is not None:
+        # (index, count): this run's deterministic share, see distillation/shards.py.
+        tasks = [t for t in tasks if shard_of(t.key, shard[1]) == shard[0]]
     if skipped:
         log.warning("%d files or folders skipped while scanning (listed in %s)", len(skipped),
                     output / METADATA_FILENAME)
