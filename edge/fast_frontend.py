@@ -106,9 +106,10 @@ class FactorizedPowerSpectrogram(nn.Module):
             padded = F.pad(padded, (0, self.tail))
         rows = padded.reshape(batch, self.n_rows, self.n2)
         frames = torch.index_select(rows, 1, self.frame_rows)
-        # A full-size window: onnxruntime folds the Expand at load time (the file keeps the
-        # small window) and a same-shape Mul is much faster than a broadcasting one.
-        window = self.window.expand(self.n1, self.n_frames, self.n2)
+        # A full-size window, because a same-shape Mul is much faster than a broadcasting one.
+        # Expanding over the (dynamic) batch too keeps the exporter from folding the Expand
+        # into a stored constant, which at ~150 frames would double the model file.
+        window = self.window.unsqueeze(0).expand(batch, self.n1, self.n_frames, self.n2)
         frames = (frames.reshape(batch, self.n1, self.n_frames, self.n2) * window).reshape(
             batch, self.n1, self.n_frames * self.n2
         )
