@@ -11,13 +11,21 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
     """Bad data, config or checkpoint: log the message, print it, exit 2 (no traceback)."""
+    from datasets.audio_utils import AudioLoadError
     from datasets.split_manifest import DatasetError
+    from distillation.datasets.soft_label_dataset import MissingSoftLabelsError
+    from distillation.losses.class_weights import ClassWeightError
+    from distillation.soft_labels import SoftLabelError
+    from distillation.species_names import UnknownSpeciesError
     from models import CheckpointError
     from training.run import ConfigError
 
+    user_errors = (DatasetError, ConfigError, CheckpointError, FileNotFoundError,
+                   AudioLoadError, MissingSoftLabelsError, ClassWeightError, SoftLabelError,
+                   UnknownSpeciesError)
     try:
         yield
-    except (DatasetError, ConfigError, CheckpointError, FileNotFoundError) as error:
+    except user_errors as error:
         log.error("%s", error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -13,18 +13,9 @@ from tqdm import tqdm
 from benchmark.scoring import aggregate, aggregate_no_birds, predictions_table
 from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
 from datasets.split_manifest import SkippedFile
+from training.run import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        log.warning("student_model.inference.device=%s but CUDA is not available; using CPU",
-                    name)
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def file_windows(audio: np.ndarray, sample_rate: int, clip_s: float, hop_s: float) -> np.ndarray:
@@ -38,7 +29,7 @@ def file_windows(audio: np.ndarray, sample_rate: int, clip_s: float, hop_s: floa
 def predict_student(model: torch.nn.Module, checkpoint: dict, truth: pd.DataFrame,
                     cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame:
     inference = cfg.student_model.inference
-    device = resolve_device(str(inference.device))
+    device = resolve_device(inference.device, "student_model.inference.device")
     model = model.to(device).eval()
     class_names = list(checkpoint["class_names"])
     sample_rate = int(checkpoint["audio"]["sample_rate"])

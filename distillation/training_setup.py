@@ -17,6 +17,7 @@ from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
 from distillation.soft_labels import SoftLabelStore
+from training.run import ConfigError
 from training.trainer import LossFn
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ def resolved_alpha_temperature(cfg: DictConfig) -> tuple[float, float]:
         values.append(float(alias if alias is not None else home))
     alpha, temperature = values
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"distillation.alpha must be within [0, 1], got {alpha}")
+        raise ConfigError(f"distillation.alpha must be within [0, 1], got {alpha}")
     if temperature <= 0:
-        raise ValueError(f"distillation.temperature must be positive, got {temperature}")
+        raise ConfigError(f"distillation.temperature must be positive, got {temperature}")
     return alpha, temperature
 
 
@@ -80,7 +81,7 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     loss_type = str(cfg.loss.type)
     if needs_teacher(loss_type, alpha):
         if not cfg.dataset.soft_labels_path:
-            raise ValueError(
+            raise ConfigError(
                 f"loss.type={loss_type} learns from BirdNET's soft labels: set "
                 "dataset.soft_labels_path (run extract_soft_labels.py first), or use "
                 "--config-name=pure_focal_config for a loss without a teacher."

@@ -88,11 +88,14 @@ def configure_threads(cfg: DictConfig) -> int:
     return int(threads)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "training.device") -> torch.device:
+    """auto -> CUDA when present; a CUDA request without CUDA falls back to CPU with a warning
+    naming the config ``setting``."""
+    name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("training.device=%s requested but CUDA is not available; using CPU", name)
+        log.warning("%s=%s requested but CUDA is not available; using CPU", setting, name)
         return torch.device("cpu")
     return torch.device(name)
 
