@@ -49,13 +49,18 @@ def choose_factors(n_fft: int, hop_length: int) -> tuple[int, int] | None:
 
 
 class FactorizedPowerSpectrogram(nn.Module):
-    """``|STFT|^2`` of fixed-length clips: ``(B, n_samples) -> (B, n_bins, frames)``.
+    """``|STFT|^2`` of fixed-length clips: ``(B, n_samples) -> (B, rows, frames)``.
 
     Same contract as ``PowerSpectrogram`` (centred frames, reflect padding, periodic Hann)
-    but only the first ``n_bins`` frequency bins, for inputs of exactly ``n_samples``.
+    for inputs of exactly ``n_samples``. With ``natural_order=True`` the rows are bins
+    ``0 .. n_bins - 1``. With ``natural_order=False`` they come in the order the
+    factorisation produces them, ``packed_bins[row]`` tells which bin each row is (-1: a
+    padding row, always zero): a filterbank that follows can absorb that order into its
+    matrix and spare the graph a reordering pass.
     """
 
-    def __init__(self, source: PowerSpectrogram, n_samples: int, n_bins: int) -> None:
+    def __init__(self, source: PowerSpectrogram, n_samples: int, n_bins: int,
+                 natural_order: bool = True) -> None:
         super().__init__()
         n_fft, hop = source.n_fft, source.hop_length
         factors = choose_factors(n_fft, hop)
@@ -72,7 +77,8 @@ class FactorizedPowerSpectrogram(nn.Module):
         padded = n_samples + n_fft
         self.n_rows = -(-padded // n2)
         self.tail = self.n_rows * n2 - padded
-        self.k2_count = (n_bins - 1) // n1 + 1
+        k2_count = (n_bins - 1) // n1 + 1
+        self.natural_order = natural_order
 
         # Frame t is rows t*step .. t*step+n1-1, laid out (n1, frames, n2) so that stage 1
         # is one big MatMul over the row index.
@@ -82,21 +88,60 @@ class FactorizedPowerSpectrogram(nn.Module):
         window = source.window.to(torch.float64).reshape(n1, n2)
         self.register_buffer("window", window[:, None, :].float(), persistent=False)
 
-        # Stage 1: the length-n1 DFT of every column, real and imaginary parts as two
-        # MatMuls (no gather of rows afterwards; conjugate symmetry is not used because the
-        # gathers it needs cost onnxruntime more than the multiply-adds it saves).
-        t1 = torch.arange(n1, dtype=torch.float64)
-        phase = 2.0 * math.pi * t1[:, None] * t1[None, :] / n1
+        # Stage 1: the length-n1 DFT of every column. The input is real, so row n1 - r of
+        # the result is the conjugate of row r: only rows r = 0 .. n1/2 are computed.
+        half_rows = n1 // 2 + 1
+        r = torch.arange(half_rows, dtype=torch.float64)[:, None]
+        t1 = torch.arange(n1, dtype=torch.float64)[None, :]
+        phase = 2.0 * math.pi * r * t1 / n1
         self.register_buffer("dft_re", torch.cos(phase).float(), persistent=False)
         self.register_buffer("dft_im", (-torch.sin(phase)).float(), persistent=False)
 
-        # Stage 2, per k1: X[k1 + n1*k2] = sum_j Y[k1, j] * exp(-2i*pi*j*(k1 + n1*k2)/n_fft)
-        # = sum_j (a*cos + b*sin) + i*(b*cos - a*sin), with a = Re Y[k1, j], b = Im Y[k1, j].
+        # Stage 2: X[k1 + n1*k2] = sum_j Y[k1, j] * exp(-2i*pi*j*(k1 + n1*k2)/n_fft). Row r
+        # (Y = a + ib) yields the bins of k1 = r directly and, through conj(Y), those of
+        # k1 = n1 - r: out = a @ A[r] + b @ B[r] gives, per row,
+        # [Re X(k1=r) | Re X(k1=n1-r) | Im X(k1=r) | Im X(k1=n1-r)] (see stage2_matrices).
         j = torch.arange(n2, dtype=torch.float64)[:, None]
-        k2 = torch.arange(self.k2_count, dtype=torch.float64)[None, :]
+        k2 = torch.arange(k2_count, dtype=torch.float64)[None, :]
         theta = torch.stack([2.0 * math.pi * j * (k + n1 * k2) / n_fft for k in range(n1)])
         self.register_buffer("cos", torch.cos(theta).float(), persistent=False)  # (n1, n2, k2)
         self.register_buffer("sin", torch.sin(theta).float(), persistent=False)
+        direct = torch.arange(half_rows)
+        # Rows 0 and n1/2 are their own mirror: their second half is zero padding.
+        has_mirror = (direct > 0) & (direct < n1 - direct)
+        mirror = torch.where(has_mirror, n1 - direct, direct)
+        self.register_buffer("direct_rows", direct, persistent=False)
+        self.register_buffer("mirror_rows", mirror, persistent=False)
+        self.register_buffer("mirror_keep", has_mirror.float()[:, None, None], persistent=False)
+
+        # Which bin each packed output row holds (-1: padding or above n_bins).
+        offsets = n1 * torch.arange(k2_count)
+        packed = torch.cat([
+            torch.cat([row + offsets, (n1 - row + offsets) if has_mirror[row]
+                       else torch.full_like(offsets, -1)])
+            for row in range(half_rows)
+        ])
+        packed[packed >= n_bins] = -1
+        self.register_buffer("packed_bins", packed, persistent=False)
+        self.n_packed = len(packed)
+        # Natural order: which packed row holds bin k (every bin < n_bins is somewhere).
+        order = torch.empty(n_bins, dtype=torch.int64)
+        valid = packed >= 0
+        order[packed[valid]] = torch.nonzero(valid).flatten()
+        self.register_buffer("natural_rows", order.to(torch.int32), persistent=False)
+
+    def stage2_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, B)``, each ``(n1/2 + 1, n2, 4 * k2)``. Built in the graph from the
+        ``(n1, n2, k2)`` twiddle tables rather than stored: the exporter leaves a subgraph
+        with inputs this large alone and onnxruntime folds it once when the model loads,
+        so the file holds the smaller tables and inference pays nothing."""
+        cos = torch.index_select(self.cos, 0, self.direct_rows)
+        sin = torch.index_select(self.sin, 0, self.direct_rows)
+        cos_m = torch.index_select(self.cos, 0, self.mirror_rows) * self.mirror_keep
+        sin_m = torch.index_select(self.sin, 0, self.mirror_rows) * self.mirror_keep
+        a = torch.cat([cos, cos_m, -sin, -sin_m], dim=2)
+        b = torch.cat([sin, -sin_m, cos, -cos_m], dim=2)
+        return a, b
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         batch = waveform.shape[0]
@@ -113,26 +158,40 @@ class FactorizedPowerSpectrogram(nn.Module):
         frames = (frames.reshape(batch, self.n1, self.n_frames, self.n2) * window).reshape(
             batch, self.n1, self.n_frames * self.n2
         )
-        shape = (batch, self.n1, self.n_frames, self.n2)
-        real = torch.matmul(self.dft_re, frames).reshape(shape)  # (B, k1, frames, n2)
+        shape = (batch, self.dft_re.shape[0], self.n_frames, self.n2)
+        real = torch.matmul(self.dft_re, frames).reshape(shape)  # (B, rows, frames, n2)
         imag = torch.matmul(self.dft_im, frames).reshape(shape)
-        out_re = torch.matmul(real, self.cos) + torch.matmul(imag, self.sin)
-        out_im = torch.matmul(imag, self.cos) - torch.matmul(real, self.sin)
-        power = out_re * out_re + out_im * out_im  # (B, n1 [k1], frames, k2)
-        # Natural bin order k = k1 + n1 * k2: (B, k2, k1, frames) flattened.
-        power = power.permute(0, 3, 1, 2).reshape(batch, -1, self.n_frames)
-        return power[:, : self.n_bins]
+        stage2_a, stage2_b = self.stage2_matrices()
+        out = torch.matmul(real, stage2_a) + torch.matmul(imag, stage2_b)
+        out = out * out
+        columns = out.shape[-1] // 2
+        power = out[..., :columns] + out[..., columns:]  # (B, rows, frames, 2 * k2)
+        power = power.transpose(2, 3).reshape(batch, self.n_packed, self.n_frames)
+        if self.natural_order:
+            power = torch.index_select(power, 1, self.natural_rows)
+        return power
 
 
 class TrimmedFilterbank(nn.Module):
-    """A fixed filterbank restricted to the bins it uses: ``(B, n_bins, T) -> (B, M, T)``."""
+    """A fixed filterbank over the rows a spectrogram delivers: ``(B, rows, T) -> (B, M, T)``.
 
-    def __init__(self, matrix: torch.Tensor) -> None:
+    ``columns[row]`` is the bin of ``matrix`` that row holds, -1 for a padding row (zero
+    weight). The reordered matrix is built in the graph, like ``stage2_matrices`` above, so
+    the file stores the filterbank once.
+    """
+
+    def __init__(self, matrix: torch.Tensor, columns: torch.Tensor | None = None) -> None:
         super().__init__()
+        n_bins = matrix.shape[1]
+        if columns is None:
+            columns = torch.arange(n_bins)
+        columns = torch.where(columns < 0, n_bins, columns)  # the appended zero column
         self.register_buffer("matrix", matrix.detach().clone(), persistent=False)
+        self.register_buffer("columns", columns.to(torch.int64), persistent=False)
 
     def forward(self, power: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(self.matrix, power)
+        matrix = torch.index_select(F.pad(self.matrix, (0, 1)), 1, self.columns)
+        return torch.matmul(matrix, power)
 
 
 def used_bins(matrix: torch.Tensor) -> int:
@@ -154,9 +213,15 @@ def with_fast_frontend(model: nn.Module, n_samples: int) -> nn.Module | None:
     n_bins = spectrogram.n_freqs
     filterbank = getattr(frontend, "filterbank", None)
     if isinstance(filterbank, MelFilterbank):
-        # Bins above f_max have no weight: computing them would be wasted work.
+        # Bins above f_max have no weight: computing them would be wasted work. The
+        # filterbank takes the spectrogram's rows in their packed order (padding rows get
+        # zero weight), so the graph never reorders them.
         n_bins = used_bins(filterbank.matrix)
-        fast.frontend.filterbank = TrimmedFilterbank(filterbank.matrix[:, :n_bins])
-    fast.frontend.spectrogram = FactorizedPowerSpectrogram(spectrogram, n_samples, n_bins)
+        packed = FactorizedPowerSpectrogram(spectrogram, n_samples, n_bins, natural_order=False)
+        fast.frontend.filterbank = TrimmedFilterbank(filterbank.matrix[:, :n_bins],
+                                                     packed.packed_bins)
+        fast.frontend.spectrogram = packed
+    else:
+        fast.frontend.spectrogram = FactorizedPowerSpectrogram(spectrogram, n_samples, n_bins)
     log.debug("factorised STFT: %d bins of %d", n_bins, spectrogram.n_freqs)
     return fast
