@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def training_inputs_digest(data: Path) -> str:
-    """What the trained model depends on besides code: the no-birds set and the soft labels."""
+    """What the trained model depends on besides code: the no-birds set, the soft labels and
+    the training configs (a changed default, e.g. the front-end, must retrain)."""
     digest = hashlib.sha256((data / "no_birds" / "manifest.csv").read_bytes())
+    for config in sorted([*(REPO / "config").rglob("*.yaml"),
+                          *(REPO / "distillation" / "configs").rglob("*.yaml")]):
+        digest.update(str(config.relative_to(REPO)).encode())
+        digest.update(config.read_bytes())
     metadata = json.loads((data / "soft_labels" / "metadata.json").read_text())
     for key in ("species_order", "hop", "birdnet_version", "files_processed"):
         digest.update(json.dumps(metadata.get(key), sort_keys=True).encode())
