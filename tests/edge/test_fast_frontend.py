@@ -20,18 +20,29 @@ def test_choose_factors():
     assert choose_factors(1024, 320) == (32, 32)
     n1, n2 = choose_factors(512, 160)
     assert n1 * n2 == 512 and 160 % n2 == 0
+    assert choose_factors(768, 640) == (24, 32)  # the default student's front-end
     assert choose_factors(1024, 3) is None  # no hop-compatible factor >= 4
 
 
-@pytest.mark.parametrize("n_bins", [513, 353, 1])
-def test_power_spectrogram_matches_torch_stft(n_bins):
-    reference = PowerSpectrogram(1024, 320)
+@pytest.mark.parametrize(("n_fft", "hop", "n_bins"),
+                         [(1024, 320, 513), (1024, 320, 353), (1024, 320, 1), (768, 640, 265),
+                          (768, 640, 385)])
+def test_power_spectrogram_matches_torch_stft(n_fft, hop, n_bins):
+    reference = PowerSpectrogram(n_fft, hop)
     fast = FactorizedPowerSpectrogram(reference, 96000, n_bins)
     audio = _audio(2)
     expected = reference(audio)[:, :n_bins]
     got = fast(audio)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3 * float(expected.max()) / 1e3)
+
+    # Packed order: every bin appears exactly once, at the row packed_bins says.
+    packed = FactorizedPowerSpectrogram(reference, 96000, n_bins, natural_order=False)
+    rows = packed(audio)
+    bins = packed.packed_bins
+    assert sorted(bins[bins >= 0].tolist()) == list(range(n_bins))
+    torch.testing.assert_close(rows[:, bins >= 0], expected[:, bins[bins >= 0]],
+                               rtol=1e-4, atol=1e-3 * float(expected.max()) / 1e3)
 
 
 @pytest.mark.parametrize("frontend", ["logmel", "pcen", "loglinear"])
