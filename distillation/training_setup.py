@@ -68,6 +68,7 @@ def class_weights_for(cfg: DictConfig, data: DataBundle):
         save_cache=bool(cfg.training.save_weight_cache),
         use_fast_sampling=bool(loss.use_fast_sampling),
         samples=int(loss.weight_calculation_samples), seed=int(cfg.seed),
+        sampling_strategy=str(loss.sampling_strategy),
     )
     if result.weights is not None and cfg.training.log_class_weights:
         log.info("Class weights (%s):\n%s", result.source,

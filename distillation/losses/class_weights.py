@@ -23,7 +23,10 @@ the class off, and an infinite weight would blow the loss up if a window of it e
 split): no audio is decoded, so it is instant at any dataset size. ``loss.use_fast_sampling``
 with ``loss.weight_calculation_samples`` = S keeps its meaning: count a deterministic random
 sample of S labels (seeded) and scale the counts by N / S; it is rarely needed, since counting
-labels is already fast. The result is cached (``weight_cache.py``) unless disabled:
+labels is already fast. ``loss.sampling_strategy``: ``random`` draws the S labels uniformly,
+so a rare class can be missed entirely; ``stratified`` (default) draws from each class its
+share of S (at least one label per class present), so every class keeps its proportion.
+The result is cached (``weight_cache.py``) unless disabled:
 ``loss.cache_max_age_hours``, ``loss.force_recalculate`` and ``training.save_weight_cache``
 map to ``cache_max_age_hours``, ``force_recalculate`` and ``save_cache`` here.
 """
@@ -44,6 +47,7 @@ from distillation.losses.weight_cache import cache_key, cache_path, load_cached,
 log = logging.getLogger(__name__)
 
 WEIGHT_METHODS: tuple[str, ...] = ("inverse_frequency", "effective_number")
+SAMPLING_STRATEGIES: tuple[str, ...] = ("random", "stratified")
 
 
 class ClassWeightError(ValueError):
@@ -139,8 +143,28 @@ def label_indices(labels: Sequence | np.ndarray, class_names: Sequence[str]) -> 
     raise ClassWeightError(f"Labels must be class names or indices, got dtype {values.dtype}")
 
 
-def _sample_indices(n: int, samples: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).choice(n, size=samples, replace=False)
+def _stratified_quota(sizes: np.ndarray, samples: int) -> np.ndarray:
+    """Labels to draw per class: its share of ``samples`` (largest remainder), at least one
+    for every class present, never more than it has."""
+    quota = samples * sizes / sizes.sum()
+    take = np.floor(quota).astype(np.int64)
+    remainder_order = np.argsort(-(quota - take), kind="stable")
+    take[remainder_order[: samples - int(take.sum())]] += 1
+    return np.minimum(np.maximum(take, 1), sizes)
+
+
+def sample_labels(indices: np.ndarray, samples: int, seed: int, strategy: str) -> np.ndarray:
+    """About ``samples`` of the label ``indices`` (see the module doc). A stratified sample
+    is fixed by the class sizes alone (which windows of a class are drawn cannot change a
+    count), so only ``random`` uses the seed."""
+    if strategy == "random":
+        rng = np.random.default_rng(seed)
+        return indices[rng.choice(indices.size, size=samples, replace=False)]
+    if strategy == "stratified":
+        classes, sizes = np.unique(indices, return_counts=True)
+        return np.repeat(classes, _stratified_quota(sizes, samples))
+    raise ClassWeightError(
+        f"loss.sampling_strategy must be one of {SAMPLING_STRATEGIES}, got '{strategy}'")
 
 
 def count_labels(
@@ -149,12 +173,13 @@ def count_labels(
     use_fast_sampling: bool = False,
     samples: int = 10_000,
     seed: int = 0,
+    sampling_strategy: str = "stratified",
 ) -> np.ndarray:
     """Windows per class (float64, class order), optionally from a seeded sample scaled to N."""
     indices = label_indices(labels, class_names)
     n_classes = len(class_names)
     if use_fast_sampling and int(samples) > 0 and indices.size > int(samples):
-        picked = indices[_sample_indices(indices.size, int(samples), seed)]
+        picked = sample_labels(indices, int(samples), seed, sampling_strategy)
         scale = indices.size / picked.size
         return np.bincount(picked, minlength=n_classes).astype(np.float64) * scale
     return np.bincount(indices, minlength=n_classes).astype(np.float64)
@@ -212,6 +237,7 @@ def _settings(
     use_fast_sampling: bool,
     samples: int,
     seed: int,
+    sampling_strategy: str = "stratified",
 ) -> dict[str, object]:
     """Every setting that changes the weights, and nothing else (so the cache can hit)."""
     settings: dict[str, object] = {"class_names": list(class_names), "method": method}
@@ -221,7 +247,7 @@ def _settings(
         settings["beta"] = float(beta)
     settings["use_fast_sampling"] = bool(use_fast_sampling)
     if use_fast_sampling:
-        settings.update(samples=int(samples), seed=int(seed))
+        settings.update(samples=int(samples), seed=int(seed), strategy=sampling_strategy)
     return settings
 
 
@@ -240,6 +266,7 @@ def resolve_class_weights(
     use_fast_sampling: bool = False,
     samples: int = 10_000,
     seed: int = 0,
+    sampling_strategy: str = "stratified",
 ) -> ClassWeights:
     """Turn ``loss.class_weights`` into a weight tensor (or None), using the cache for ``auto``.
 
@@ -267,7 +294,11 @@ def resolve_class_weights(
     indices = label_indices(labels, class_names)
     if indices.size == 0:
         raise ClassWeightError("loss.class_weights='auto' but the training split has no labels")
-    settings = _settings(class_names, method, alpha_scaling, beta, use_fast_sampling, samples, seed)
+    if sampling_strategy not in SAMPLING_STRATEGIES:
+        raise ClassWeightError(f"loss.sampling_strategy must be one of {SAMPLING_STRATEGIES}, "
+                               f"got '{sampling_strategy}'")
+    settings = _settings(class_names, method, alpha_scaling, beta, use_fast_sampling, samples,
+                         seed, sampling_strategy)
     path, key = None, ""
     if cache_dir is not None:
         key = cache_key(indices, settings)
@@ -278,7 +309,8 @@ def resolve_class_weights(
             weights = torch.tensor(entry["weights"], dtype=torch.float32)
             return ClassWeights(weights, "cache", np.asarray(entry["counts"]), path)
 
-    counts = count_labels(indices, class_names, use_fast_sampling, samples, seed)
+    counts = count_labels(indices, class_names, use_fast_sampling, samples, seed,
+                          sampling_strategy)
     weights = compute_weights(counts, method, alpha_scaling, beta)
     if path is not None and save_cache:
         save_cached(path, key, weights.tolist(), counts.tolist(), list(class_names), settings)

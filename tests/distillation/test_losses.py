@@ -356,10 +356,20 @@ def test_absent_class_gets_the_largest_weight_with_a_warning(caplog):
 def test_count_labels_from_names_and_with_fast_sampling():
     labels = ["no_birds"] * 600 + ["Turdus_merula"] * 300 + ["Parus_major"] * 100
     assert count_labels(labels, CLASSES).tolist() == [300, 100, 600]
-    sampled = count_labels(labels, CLASSES, use_fast_sampling=True, samples=200, seed=3)
+    sampled = count_labels(labels, CLASSES, use_fast_sampling=True, samples=200, seed=3,
+                           sampling_strategy="random")
     assert sampled.sum() == pytest.approx(1000)
-    assert np.allclose(sampled, count_labels(labels, CLASSES, True, 200, 3))  # deterministic
+    assert np.allclose(sampled, count_labels(labels, CLASSES, True, 200, 3, "random"))
     assert abs(sampled[2] - 600) < 150
+    # Stratified keeps every class's share, even one too rare for a random draw to hit.
+    rare = ["no_birds"] * 5000 + ["Turdus_merula"] * 4998 + ["Parus_major"] * 2
+    stratified = count_labels(rare, CLASSES, True, 100, 0, "stratified")
+    assert stratified.sum() == pytest.approx(10_000) and stratified[1] > 0
+    assert np.allclose(stratified, [4998, 2, 5000], rtol=0.05, atol=100)
+    missed = [count_labels(rare, CLASSES, True, 100, seed, "random")[1] for seed in range(20)]
+    assert min(missed) == 0  # what stratified sampling avoids
+    with pytest.raises(ClassWeightError, match="sampling_strategy"):
+        count_labels(rare, CLASSES, True, 100, 0, "systematic")
     manifest = pd.DataFrame({"path": [f"{i}.wav" for i in range(3)], "label": CLASSES})
     assert count_labels(manifest, CLASSES).tolist() == [1, 1, 1]
     records = manifest.to_dict("records")
