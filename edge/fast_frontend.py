@@ -184,11 +184,9 @@ class TrimmedFilterbank(nn.Module):
     the file stores the filterbank once.
     """
 
-    def __init__(self, matrix: torch.Tensor, columns: torch.Tensor | None = None) -> None:
+    def __init__(self, matrix: torch.Tensor, columns: torch.Tensor) -> None:
         super().__init__()
         n_bins = matrix.shape[1]
-        if columns is None:
-            columns = torch.arange(n_bins)
         columns = torch.where(columns < 0, n_bins, columns)  # the appended zero column
         self.register_buffer("matrix", matrix.detach().clone(), persistent=False)
         self.register_buffer("columns", columns.to(torch.int64), persistent=False)

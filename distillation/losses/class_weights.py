@@ -153,18 +153,22 @@ def _stratified_quota(sizes: np.ndarray, samples: int) -> np.ndarray:
     return np.minimum(np.maximum(take, 1), sizes)
 
 
+def check_sampling_strategy(strategy: str) -> None:
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ClassWeightError(
+            f"loss.sampling_strategy must be one of {SAMPLING_STRATEGIES}, got '{strategy}'")
+
+
 def sample_labels(indices: np.ndarray, samples: int, seed: int, strategy: str) -> np.ndarray:
     """About ``samples`` of the label ``indices`` (see the module doc). A stratified sample
     is fixed by the class sizes alone (which windows of a class are drawn cannot change a
     count), so only ``random`` uses the seed."""
+    check_sampling_strategy(strategy)
     if strategy == "random":
         rng = np.random.default_rng(seed)
         return indices[rng.choice(indices.size, size=samples, replace=False)]
-    if strategy == "stratified":
-        classes, sizes = np.unique(indices, return_counts=True)
-        return np.repeat(classes, _stratified_quota(sizes, samples))
-    raise ClassWeightError(
-        f"loss.sampling_strategy must be one of {SAMPLING_STRATEGIES}, got '{strategy}'")
+    classes, sizes = np.unique(indices, return_counts=True)
+    return np.repeat(classes, _stratified_quota(sizes, samples))
 
 
 def count_labels(
@@ -294,9 +298,7 @@ def resolve_class_weights(
     indices = label_indices(labels, class_names)
     if indices.size == 0:
         raise ClassWeightError("loss.class_weights='auto' but the training split has no labels")
-    if sampling_strategy not in SAMPLING_STRATEGIES:
-        raise ClassWeightError(f"loss.sampling_strategy must be one of {SAMPLING_STRATEGIES}, "
-                               f"got '{sampling_strategy}'")
+    check_sampling_strategy(sampling_strategy)
     settings = _settings(class_names, method, alpha_scaling, beta, use_fast_sampling, samples,
                          seed, sampling_strategy)
     path, key = None, ""
