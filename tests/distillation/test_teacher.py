@@ -160,6 +160,36 @@ def test_logits_are_raw_and_batching_changes_nothing(teacher):
         teacher.logits(np.zeros((2, 96000), np.float32))
 
 
+def test_embeddings_match_the_pooled_tensor_of_the_model(teacher):
+    """The embedding recovered from the logits equals the tensor that feeds the output layer,
+    read from an interpreter that keeps every intermediate tensor."""
+    import warnings
+
+    from distillation.litert_adapter import Interpreter
+    from distillation.teacher import EMBEDDING_DIM
+
+    rng = np.random.default_rng(1)
+    t = np.arange(WINDOW_SAMPLES) / 48000
+    windows = np.stack([
+        0.05 * rng.standard_normal(WINDOW_SAMPLES),
+        0.3 * np.sin(2 * np.pi * (2000 + 1500 * np.sin(2 * np.pi * 3 * t)) * t),
+    ]).astype(np.float32)
+    logits, embeddings = teacher.logits_and_embeddings(windows)
+    assert embeddings.shape == (2, EMBEDDING_DIM) and embeddings.dtype == np.float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LiteRT warns that preserving tensors is for debugging
+        reference = Interpreter(model_path=str(teacher.files.model), num_threads=1,
+                                experimental_preserve_all_tensors=True)
+    index = {d["name"]: d["index"] for d in reference.get_tensor_details()}
+    reference.resize_tensor_input(reference.get_input_details()[0]["index"], [2, WINDOW_SAMPLES])
+    reference.allocate_tensors()
+    reference.set_tensor(reference.get_input_details()[0]["index"], windows)
+    reference.invoke()
+    pooled = reference.get_tensor(index["model/GLOBAL_AVG_POOL/Mean"])
+    np.testing.assert_allclose(embeddings, pooled, atol=1e-3)
+    assert np.abs(pooled).max() > 0.1  # a real, non-trivial embedding
+
+
 def test_signals_pick_targets_nonevents_and_strongest_other(teacher):
     rng = np.random.default_rng(1)
     logits = rng.normal(-8, 2, size=(4, N_OUTPUTS)).astype(np.float32)
