@@ -17,9 +17,21 @@ from datasets.split_manifest import SkippedFile
 log = logging.getLogger(__name__)
 
 
+def birdnet_file_scores(window_logits: np.ndarray, indices: list[int], sensitivity: float,
+                        aggregation: str, plausible: np.ndarray | None = None) -> np.ndarray:
+    """One file's species scores from its window logits (n_windows, 6522): BirdNET's
+    confidences of the student's species, optionally location-filtered, aggregated."""
+    from distillation.teacher import sigmoid
+
+    probs = sigmoid(np.atleast_2d(window_logits)[:, indices].astype(np.float32), sensitivity)
+    if plausible is not None:
+        probs = probs * plausible
+    return aggregate(probs, aggregation)
+
+
 def predict_birdnet(class_names: list[str], truth: pd.DataFrame, cfg: DictConfig,
                     skipped: list[SkippedFile]) -> pd.DataFrame:
-    from distillation.teacher import BirdNetTeacher, sigmoid
+    from distillation.teacher import BirdNetTeacher
 
     settings = cfg.birdnet
     teacher = BirdNetTeacher(num_threads=int(settings.num_threads),
@@ -40,12 +52,11 @@ def predict_birdnet(class_names: list[str], truth: pd.DataFrame, cfg: DictConfig
             skipped.append(SkippedFile(row.file, str(error), "birdnet"))
             continue
         windows = file_windows(audio, teacher.sample_rate, teacher.window_s, float(settings.hop_s))
-        probs = sigmoid(teacher.logits(windows)[:, indices], float(settings.sensitivity))
-        if plausible is not None:
-            probs = probs * plausible
         files.append(row.file)
         labels.append(row.label)
-        scores.append(aggregate(probs, str(settings.aggregation)))
+        scores.append(birdnet_file_scores(teacher.logits(windows), indices,
+                                          float(settings.sensitivity), str(settings.aggregation),
+                                          plausible))
         counts.append(len(windows))
     species_scores = np.array(scores) if scores else np.zeros((0, len(species)))
     return predictions_table(files, labels, class_names, species_scores,

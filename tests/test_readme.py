@@ -19,10 +19,12 @@ from benchmark.paths import BENCHMARK_DIR, register_resolvers
 from tests.conftest import REPO_ROOT
 
 READMES = [REPO_ROOT / "README.md", REPO_ROOT / "distillation" / "README.md",
-           REPO_ROOT / "benchmark" / "README.md", REPO_ROOT / "edge" / "README.md"]
+           REPO_ROOT / "benchmark" / "README.md", REPO_ROOT / "edge" / "README.md",
+           REPO_ROOT / "evaluation" / "README.md"]
 KEY_ROOTS = ("dataset", "training", "model", "optimizer", "debug", "loss", "distillation",
-             "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths")
-HYDRA_SCRIPTS = {"train.py", "train_distillation.py", "run_benchmark.py",
+             "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths",
+             "evaluation")
+HYDRA_SCRIPTS = {"train.py", "train_distillation.py", "run_benchmark.py", "evaluate.py",
                  "benchmark/run_benchmark.py"}
 
 
@@ -116,6 +118,7 @@ def _composed_configs():
     with initialize_config_dir(str(REPO_ROOT / "config"), version_base="1.3"):
         configs.append(compose("bird_classification"))
         configs.append(compose("bird_classification", overrides=["model=crnn"]))
+        configs.append(compose("evaluate"))
     with initialize_config_dir(str(REPO_ROOT / "distillation" / "configs"), version_base="1.3"):
         configs.append(compose("distillation_config"))
     register_resolvers()
