@@ -21,7 +21,8 @@ from tests.conftest import REPO_ROOT
 READMES = [REPO_ROOT / "README.md", REPO_ROOT / "distillation" / "README.md",
            REPO_ROOT / "benchmark" / "README.md", REPO_ROOT / "edge" / "README.md"]
 KEY_ROOTS = ("dataset", "training", "model", "optimizer", "debug", "loss", "distillation",
-             "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths")
+             "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths",
+             "soundscape")
 HYDRA_SCRIPTS = {"train.py", "train_distillation.py", "run_benchmark.py",
                  "benchmark/run_benchmark.py"}
 
@@ -121,6 +122,7 @@ def _composed_configs():
     register_resolvers()
     with initialize_config_dir(str(BENCHMARK_DIR / "config"), version_base="1.3"):
         configs.append(compose("quick_start"))
+        configs.append(compose("soundscape"))
     return [OmegaConf.to_container(c, resolve=False) for c in configs]
 
 

@@ -38,7 +38,7 @@ def test_segment_scores_and_metrics_match_hand_computed_values():
     np.testing.assert_allclose(strict, [[0.9, 0.1], [0.2, 0.8], [0.6, 0.5], [0.7, 0.1]])
 
     targets = target_sets(segments, SPECIES)
-    assert targets == [("A_a",), (), ("A_a", "B_b"), ()]
+    assert targets == [("A_a",), (), ("B_b", "A_a"), ()]  # annotation order kept
     truth = truth_matrix(targets, SPECIES)
     durations = np.full(4, 5.0)
     m = detection_metrics(truth, scores, np.array([0.65, 0.5]), durations, SPECIES)
