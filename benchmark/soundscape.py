@@ -124,8 +124,9 @@ def _thresholds(cfg: DictConfig, checkpoint: dict, model_path: Path, model, devi
         value = float(settings.fixed)
         return ({m: np.full(n, value) for m in MODELS},
                 {m: {"source": "fixed", "value": value} for m in MODELS})
+    name = f"validation_scores.{stage_cache.file_digest(model_path)[:12]}.csv"
     table = _validation_scores(checkpoint, model_path, model, device, cfg, species,
-                               cache_dir / "validation_scores.csv")
+                               cache_dir / name)
     out, about = {}, {}
     labels = table["label"].to_numpy(int)
     for m in MODELS:
@@ -161,7 +162,10 @@ def _thresholds(cfg: DictConfig, checkpoint: dict, model_path: Path, model, devi
 def run_soundscape(cfg: DictConfig) -> dict:
     _check_settings(cfg)
     out_dir = bench_path(cfg.benchmark.paths.output_dir)
-    cache_dir = out_dir / "predictions"
+    # BirdNET's window scores depend on the species, not on the student: a shared cache
+    # lets several students be compared without labelling the recordings again.
+    shared = cfg.benchmark.paths.soundscape_cache_dir
+    cache_dir = bench_path(shared) if shared else out_dir / "predictions"
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_path = bench_path(cfg.benchmark.paths.student_model)
     model, checkpoint = load_checkpoint(model_path)
