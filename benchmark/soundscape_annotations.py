@@ -103,6 +103,21 @@ def _audio_for_table(table_path: Path, selections: pd.DataFrame, audio_dir: Path
     return candidates[0]
 
 
+def _events(selections: pd.DataFrame,
+            common_to_species: dict[str, str]) -> list[tuple[float, float, str]]:
+    """(begin, end, species) of each selection, in seconds within its recording."""
+    events = []
+    for _, sel in selections.iterrows():
+        species = _species_of_selection(sel, common_to_species)
+        begin, end = float(sel["Begin Time (s)"]), float(sel["End Time (s)"])
+        if "File Offset (s)" in selections.columns:  # combined tables run on across files
+            begin, end = float(sel["File Offset (s)"]), float(sel["File Offset (s)"]) + \
+                (end - begin)
+        if species:
+            events.append((begin, end, species))
+    return events
+
+
 def read_segments_raven(folder: Path, audio_dir: Path, segment_s: float,
                         common_to_species: dict[str, str],
                         skipped: list[SkippedFile]) -> pd.DataFrame:
@@ -118,18 +133,11 @@ def read_segments_raven(folder: Path, audio_dir: Path, segment_s: float,
             selections = pd.read_csv(table_path, sep="\t", keep_default_na=False)
             audio = _audio_for_table(table_path, selections, audio_dir)
             duration = audio_duration(audio)
-        except (OSError, ValueError, AudioLoadError, FileNotFoundError) as error:
-            skipped.append(SkippedFile(str(table_path), str(error), "annotations"))
+            events = _events(selections, common_to_species)
+        except (OSError, ValueError, KeyError, AudioLoadError, FileNotFoundError) as error:
+            skipped.append(SkippedFile(str(table_path), f"unusable Raven table: {error}",
+                                       "annotations"))
             continue
-        events = []
-        for _, sel in selections.iterrows():
-            species = _species_of_selection(sel, common_to_species)
-            begin, end = float(sel["Begin Time (s)"]), float(sel["End Time (s)"])
-            if "File Offset (s)" in selections.columns:  # combined tables run on across files
-                begin, end = float(sel["File Offset (s)"]), float(sel["File Offset (s)"]) + \
-                    (end - begin)
-            if species:
-                events.append((begin, end, species))
         for k in range(max(1, math.ceil(duration / segment_s - 1e-9))):
             a, b = k * segment_s, min((k + 1) * segment_s, duration)
             present = tuple(dict.fromkeys(s for e0, e1, s in events if e0 < b and e1 > a))

@@ -84,9 +84,10 @@ def test_raven_tables_and_csv_become_segments(tmp_path):
     # Begin Path from another machine: only its file name counts.
     _raven_table(tables / "anything.txt", [(6.5, 6.9, "Unknown", "Zz zz")],
                  begin_path=r"C:\field\site2.flac")
+    (tables / "broken.txt").write_text("Selection\tBegin Time (s)\n1\tsoon\n")
     skipped = []
     segments = load_segments(tables, audio, 5.0, {"Bee Bird": "B_b"}, skipped)
-    assert skipped == []
+    assert [s.path.rsplit("/", 1)[-1] for s in skipped] == ["broken.txt"]
     by_file = {f.rsplit("/", 1)[-1]: g for f, g in segments.groupby("file")}
     s1 = by_file["site1.wav"]
     assert s1["start"].tolist() == [0.0, 5.0, 10.0] and s1["end"].tolist() == [5.0, 10.0, 12.0]
