@@ -86,12 +86,19 @@ def _species_of_selection(row: pd.Series, common_to_species: dict[str, str]) -> 
     return None
 
 
-def _audio_for_table(table_path: Path, selections: pd.DataFrame, audio_dir: Path) -> Path:
+def _base_name(named: str) -> str:
+    # Tables written on another machine hold its absolute paths: only the name counts.
+    return PureWindowsPath(named).name if "\\" in named else PurePosixPath(named).name
+
+
+def _recordings_of_table(table_path: Path, selections: pd.DataFrame,
+                         audio_dir: Path) -> list[tuple[Path, pd.DataFrame]]:
+    """(recording, its selections): by ``Begin Path`` (a combined table names several),
+    else the recording named like the table."""
     if "Begin Path" in selections.columns and len(selections):
-        named = str(selections["Begin Path"].iloc[0])
-        # Tables written on another machine hold its absolute paths: only the name counts.
-        base = PureWindowsPath(named).name if "\\" in named else PurePosixPath(named).name
-        return resolve_inside(audio_dir, base)
+        names = selections["Begin Path"].astype(str).map(_base_name)
+        return [(resolve_inside(audio_dir, name), group)
+                for name, group in selections.groupby(names, sort=False)]
     stem = table_path.name
     for suffix in RAVEN_SUFFIXES:
         if stem.endswith(suffix):
@@ -100,7 +107,7 @@ def _audio_for_table(table_path: Path, selections: pd.DataFrame, audio_dir: Path
     candidates = sorted(p for p in audio_dir.glob(f"{stem}.*") if is_audio_file(p))
     if not candidates:
         raise FileNotFoundError(f"no recording named {stem}.* in {audio_dir} for {table_path}")
-    return candidates[0]
+    return [(candidates[0], selections)]
 
 
 def _events(selections: pd.DataFrame,
@@ -127,20 +134,27 @@ def read_segments_raven(folder: Path, audio_dir: Path, segment_s: float,
     tables = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".txt")
     if not tables:
         raise DatasetError(f"{folder} holds no Raven selection tables (*.txt)")
-    rows = []
+    events: dict[Path, list[tuple[float, float, str]]] = {}
+    durations: dict[Path, float] = {}
     for table_path in tables:
         try:
             selections = pd.read_csv(table_path, sep="\t", keep_default_na=False)
-            audio = _audio_for_table(table_path, selections, audio_dir)
-            duration = audio_duration(audio)
-            events = _events(selections, common_to_species)
+            found = [(audio, _events(part, common_to_species), durations.get(audio)
+                      or audio_duration(audio))
+                     for audio, part in _recordings_of_table(table_path, selections, audio_dir)]
         except (OSError, ValueError, KeyError, AudioLoadError, FileNotFoundError) as error:
             skipped.append(SkippedFile(str(table_path), f"unusable Raven table: {error}",
                                        "annotations"))
             continue
+        for audio, own, duration in found:  # a recording in several tables: events joined
+            events.setdefault(audio, []).extend(own)
+            durations[audio] = duration
+    rows = []
+    for audio, duration in durations.items():
         for k in range(max(1, math.ceil(duration / segment_s - 1e-9))):
             a, b = k * segment_s, min((k + 1) * segment_s, duration)
-            present = tuple(dict.fromkeys(s for e0, e1, s in events if e0 < b and e1 > a))
+            present = tuple(dict.fromkeys(s for e0, e1, s in events[audio]
+                                          if e0 < b and e1 > a))
             rows.append((str(audio), a, b, present))
     return pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
 

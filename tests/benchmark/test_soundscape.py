@@ -84,6 +84,12 @@ def test_raven_tables_and_csv_become_segments(tmp_path):
     # Begin Path from another machine: only its file name counts.
     _raven_table(tables / "anything.txt", [(6.5, 6.9, "Unknown", "Zz zz")],
                  begin_path=r"C:\field\site2.flac")
+    # A combined table naming two recordings: each gets its own selections.
+    write_wav(audio / "site3.wav", np.zeros(5 * 8000, np.float32), 8000)
+    write_wav(audio / "site4.wav", np.zeros(5 * 8000, np.float32), 8000)
+    (tables / "combined.txt").write_text(
+        "Begin Time (s)\tEnd Time (s)\tSpecies Code\tBegin Path\tFile Offset (s)\n"
+        "1.0\t2.0\tA_a\t/x/site3.wav\t1.0\n6.0\t7.0\tB_b\t/x/site4.wav\t1.0\n")
     (tables / "broken.txt").write_text("Selection\tBegin Time (s)\n1\tsoon\n")
     skipped = []
     segments = load_segments(tables, audio, 5.0, {"Bee Bird": "B_b"}, skipped)
@@ -93,6 +99,8 @@ def test_raven_tables_and_csv_become_segments(tmp_path):
     assert s1["start"].tolist() == [0.0, 5.0, 10.0] and s1["end"].tolist() == [5.0, 10.0, 12.0]
     assert s1["species"].tolist() == [("A_a", "B_b"), ("B_b",), ()]
     assert by_file["site2.flac"]["species"].tolist() == [(), ("Zz_zz",)]
+    assert by_file["site3.wav"]["species"].tolist() == [("A_a",)]
+    assert by_file["site4.wav"]["species"].tolist() == [("B_b",)]
 
     labels = tmp_path / "labels.csv"
     labels.write_text("file,start,end,species\nsite1.wav,0,5,A_a B_b\nsite1.wav,5,10,\n"
