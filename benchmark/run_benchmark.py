@@ -29,9 +29,11 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="config", config_name="quick_start")
 def main(cfg: DictConfig) -> None:
     from benchmark.pipeline import run_benchmark
+    from benchmark.soundscape import run_soundscape
 
     with exit_on_user_error(log):
-        run_benchmark(cfg)
+        # The soundscape config (--config-name=soundscape) adds its own section.
+        run_soundscape(cfg) if "soundscape" in cfg else run_benchmark(cfg)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             "export_model.py", "--checkpoint", str(model.relative_to(REPO)),
             "--out", f"{out}/exported",
         ])
+    # Per-species thresholds from the validation split, stored in model.json for predict.py.
+    run("per-species thresholds", [
+        "-m", "edge.calibrate", "--checkpoint", str(model.relative_to(REPO)),
+        "--exported", f"{out}/exported",
+    ])
     run("benchmark against BirdNET", ["benchmark/run_benchmark.py", "--config-name=demo"])
     run("long field recording (synthetic)", [
         "-c", "from datasets.demo_corpus import write_long_recording as w; "
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     run("inference on the long recording", [
         "predict.py", "--model", f"{out}/exported", "--input", f"{out}/long_recording.wav",
-        "--out", f"{out}/detections",
+        "--out", f"{out}/detections", "--formats", "raven,audacity,kaleidoscope",
     ])
     print_summary(data, time.perf_counter() - started)
     return 0
@@ -114,6 +119,14 @@ def print_summary(data: Path, seconds: float) -> None:
               "(1 thread)")
     if int8_path and int8_path.exists():
         print(f"  INT8 model size         {int8_path.stat().st_size / 1024:.0f} KB")
+    detections = data / "detections" / "detections.csv"
+    calls = data / "long_recording.annotations.csv"
+    if detections.exists() and calls.exists():
+        from demo.scoring import format_scores, score_files
+
+        print("  long recording (3 min, planted calls; a call is found when a detection of its "
+              "species overlaps it):")
+        print("\n".join(format_scores(score_files(detections, calls))))
     print("Reports:")
     print(f"  training      {data.parent / 'logs' / 'demo_distillation'}/<timestamp>/")
     print(f"  benchmark     {data / 'benchmark_results' / 'comparison' / 'comparison_report.txt'}")

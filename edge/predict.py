@@ -4,6 +4,7 @@ Outputs in ``--out``:
   detections.csv                    file,start,end,species,confidence (all files)
   <relative path>.selection.table.txt   Raven table per file (BirdNET-Analyzer columns)
   combined.selection.table.txt      Raven table of all files
+  <relative path>.labels.txt, kaleidoscope.csv   with --formats audacity / kaleidoscope
   skipped_files.csv                 path,reason,stage of every file that could not be used
 """
 
@@ -39,10 +40,10 @@ from edge.raven import (
     TABLE_SUFFIX,
     FileDetections,
     write_combined_table,
-    write_selection_table,
 )
 from edge.runtime import PRECISIONS, Classifier, load_classifier
 from edge.streaming import DEFAULT_BLOCK_S, StreamStats, stream_windows
+from edge.tables import KALEIDOSCOPE_NAME, parse_formats, write_file_tables, write_kaleidoscope
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class PredictOptions:
     block_s: float = DEFAULT_BLOCK_S
     batch_size: int = DEFAULT_BATCH
     merge: bool = False
+    formats: str | None = None  # None: csv and raven (edge.tables)
 
 
 @dataclass
@@ -152,6 +154,7 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
         raise EdgeError(f"--hop must be positive, got {options.hop_s}")
     if options.block_s <= 0 or options.batch_size < 1:
         raise EdgeError("--block_seconds must be positive and --batch_size at least 1")
+    formats = parse_formats(options.formats)
     input_path, out_dir = Path(input_path), Path(out_dir)
     skipped: list[SkippedFile] = []
     root, files = find_inputs(input_path, skipped)  # before loading: fail fast on a typo
@@ -182,13 +185,17 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
                        stats.input_sample_rate / 2)
             item = FileDetections(str(path.resolve()), stats.duration_s, found,
                                   info.low_freq_hz, high)
-            write_selection_table(out_dir / names[path], item, info.common_names)
+            write_file_tables(out_dir, names[path], item, info.common_names, formats)
             summary.files.append(item)
     summary.seconds = time.perf_counter() - started
     rows = [d.row() for d in summary.detections]
     table = pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
     save_table_atomic(table, out_dir / DETECTIONS_NAME)
-    write_combined_table(out_dir / COMBINED_TABLE_NAME, summary.files, info.common_names)
+    if "raven" in formats:
+        write_combined_table(out_dir / COMBINED_TABLE_NAME, summary.files, info.common_names)
+    if "kaleidoscope" in formats:
+        write_kaleidoscope(out_dir / KALEIDOSCOPE_NAME, root.resolve(), summary.files,
+                           info.common_names)
     save_table_atomic(
         pd.DataFrame([vars(s) for s in skipped], columns=SKIPPED_COLUMNS), out_dir / SKIPPED_NAME
     )
@@ -237,7 +244,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=float, default=None,
                    help="seconds between window starts (default: the model's, 1.0)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="confidence threshold for every species (default: the model's, 0.5)")
+                   help="confidence threshold for every species (default: the model's own, per "
+                        "species when set by python -m edge.calibrate, else 0.5)")
     p.add_argument("--class_thresholds", default=None,
                    help="per-species thresholds: 'Genus_species=0.3,...' or a .json/.csv file")
     p.add_argument("--block_seconds", type=float, default=DEFAULT_BLOCK_S,
@@ -248,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
                    help="which model of an export folder to run")
     p.add_argument("--merge", action="store_true",
                    help="join overlapping windows of one species into one detection")
+    p.add_argument("--formats", default=None,
+                   help="tables besides detections.csv: raven,audacity,kaleidoscope "
+                        "(default raven)")
     return p
 
 
@@ -255,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     options = PredictOptions(args.hop, args.threshold, args.class_thresholds, args.block_seconds,
-                             args.batch_size, args.merge)
+                             args.batch_size, args.merge, args.formats)
     with exit_on_user_error(log):
         summary = run_prediction(args.model, args.input, args.out, options, args.threads,
                                  args.precision)

@@ -52,6 +52,8 @@ class ModelInfo:
     files: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    # How ``thresholds`` were chosen by ``python -m edge.calibrate`` (empty: one fixed value).
+    threshold_calibration: dict[str, Any] = field(default_factory=dict)
     version: int = SIDECAR_VERSION
 
     def __post_init__(self) -> None:

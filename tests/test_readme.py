@@ -23,7 +23,7 @@ READMES = [REPO_ROOT / "README.md", REPO_ROOT / "distillation" / "README.md",
            REPO_ROOT / "evaluation" / "README.md"]
 KEY_ROOTS = ("dataset", "training", "model", "optimizer", "debug", "loss", "distillation",
              "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths",
-             "evaluation")
+             "evaluation", "soundscape")
 HYDRA_SCRIPTS = {"train.py", "train_distillation.py", "run_benchmark.py", "evaluate.py",
                  "benchmark/run_benchmark.py"}
 
@@ -124,6 +124,7 @@ def _composed_configs():
     register_resolvers()
     with initialize_config_dir(str(BENCHMARK_DIR / "config"), version_base="1.3"):
         configs.append(compose("quick_start"))
+        configs.append(compose("soundscape"))
     return [OmegaConf.to_container(c, resolve=False) for c in configs]
 
 
