@@ -142,3 +142,50 @@ def drop_duplicates(
             "%d that are its labelled training files", counts["held_out"], counts["labelled"],
         )
     return kept, counts
+
+
+@dataclass(frozen=True)
+class PreparedUnlabelled:
+    key: str  # soft-label key, unlabelled/<folder name>/<path>
+    path: str  # where it is on this machine
+    cache_key: str  # its decoded audio at the student's rate
+    duration_s: float
+
+
+def prepare_unlabelled(
+    dirs: Sequence[str | Path],
+    manifest,
+    roots: dict[str, Path],
+    cache,
+    skipped: list[SkippedFile],
+) -> list[PreparedUnlabelled]:
+    """Scan, drop files of the manifest (see :func:`drop_duplicates`), decode into ``cache``.
+
+    ``manifest``: the run's split manifest (path, split, source); ``roots``: source -> folder.
+    Unusable files are skipped and recorded, never fatal.
+    """
+    from tqdm import tqdm
+
+    from datasets.audio_utils import AudioLoadError
+
+    if not dirs:
+        return []
+    files = scan_unlabelled(dirs, skipped)
+    located = [roots[source] / path for path, source in
+               zip(manifest["path"], manifest["source"], strict=True)]
+    held_out = [p for p, split in zip(located, manifest["split"], strict=True) if split != "train"]
+    train = [p for p, split in zip(located, manifest["split"], strict=True) if split == "train"]
+    kept, _ = drop_duplicates(files, held_out, train)
+    prepared = []
+    for item in tqdm(kept, desc="Preparing unlabelled audio", unit="file", leave=False):
+        try:
+            cache_key = cache.ensure(item.path)
+        except (AudioLoadError, OSError) as error:
+            log.warning("Skipping unlabelled %s: %s", item.path, error)
+            skipped.append(SkippedFile(str(item.path), str(error), "unlabelled"))
+            continue
+        duration = len(cache.get(cache_key)) / cache.sample_rate
+        prepared.append(PreparedUnlabelled(item.key, str(item.path), cache_key, duration))
+    log.info("Unlabelled audio: %d files (%.1f min) from %s", len(prepared),
+             sum(p.duration_s for p in prepared) / 60, list(dirs))
+    return prepared

@@ -175,26 +175,29 @@ def plan_views(key: str, starts: np.ndarray, duration_s: float, pool: ViewPool,
     }
 
 
+def cut_window(audio: np.ndarray, sample_rate: int, clip_s: float,
+               teacher_start: float) -> np.ndarray:
+    """The ``clip_s`` window of ``audio`` centred on the teacher window at ``teacher_start``
+    (the same audio when the clip is the teacher's 3 s), zero-padded outside the file."""
+    samples = int(round(clip_s * sample_rate))
+    first = int(round((teacher_start + (WINDOW_S - clip_s) / 2.0) * sample_rate))
+    if first < 0:  # a clip longer than the teacher's window, at the start of a file
+        return np.concatenate([np.zeros(-first, np.float32),
+                               pad_or_crop(np.asarray(audio), samples + first, 0)])
+    return pad_or_crop(np.asarray(audio), samples, first)
+
+
 def mix_view(audio_of: Callable[[str], np.ndarray], sample_rate: int, clip_s: float,
              anchor_key: str, recipe: dict[str, np.ndarray], row: int) -> np.ndarray:
     """The audio of view ``row`` at ``sample_rate``, ``clip_s`` long (centred on the teacher's
     3 s window when the clip is shorter or longer); ``audio_of(key)`` gives a file's audio."""
-    samples = int(round(clip_s * sample_rate))
-    offset = (WINDOW_S - clip_s) / 2.0
-
-    def cut(key: str, start: float) -> np.ndarray:
-        first = int(round((start + offset) * sample_rate))
-        if first < 0:  # a clip longer than the teacher's window, at the start of a file
-            return pad_or_crop(np.concatenate([np.zeros(-first, np.float32),
-                                               np.asarray(audio_of(key))]), samples, 0)
-        return pad_or_crop(np.asarray(audio_of(key)), samples, first)
-
-    mix = cut(anchor_key, float(recipe["anchor_start"][row])).astype(np.float32)
+    mix = cut_window(audio_of(anchor_key), sample_rate, clip_s,
+                     float(recipe["anchor_start"][row])).astype(np.float32)
     for part in ("partner", "background"):
         key = str(recipe[f"{part}_key"][row])
         if key:
-            mix = mix + float(recipe[f"{part}_gain"][row]) * cut(
-                key, float(recipe[f"{part}_start"][row]))
+            mix = mix + float(recipe[f"{part}_gain"][row]) * cut_window(
+                audio_of(key), sample_rate, clip_s, float(recipe[f"{part}_start"][row]))
     return (float(recipe["gain"][row]) * mix).astype(np.float32)
 
 
