@@ -129,7 +129,8 @@ class TeacherWindowDataset(Dataset):
             logits, embedding = self._targets(self.store.record(item.key), item.row)
         confident = 1.0 / (1.0 + np.exp(-float(logits.max()))) >= self.confidence_threshold
         out = {
-            "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+            # A copy: the cache is a read-only memory map.
+            "audio": torch.from_numpy(np.array(audio, dtype=np.float32)),
             "label": IGNORE_LABEL,
             "index": i,
             "teacher_logits": torch.from_numpy(logits),
