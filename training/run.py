@@ -229,6 +229,7 @@ def run_training(
     seed_everything(int(cfg.seed))
     threads = configure_threads(cfg)
 
+    check_stage(cfg, uses_teacher=loss_factory is not None)  # before decoding any audio
     manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
     if not env.is_main:
         barrier(env)  # rank 0 decodes and fills the audio cache first; the others reuse it
@@ -245,7 +246,6 @@ def run_training(
     arguments = model_arguments(cfg, n_classes)
     model_name = str(cfg.model.name)
     model = build_model(model_name, **arguments)
-    check_stage(cfg, uses_teacher=loss_factory is not None)
     if cfg.model.get("pretrained") and resume_path is None:
         load_pretrained(model, str(cfg.model.pretrained), model_name, data.class_names,
                         {"sample_rate": int(cfg.dataset.target_sr),
