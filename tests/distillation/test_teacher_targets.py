@@ -333,3 +333,19 @@ def test_embedding_recipe_needs_embeddings_in_the_soft_labels(extracted, corpus,
     with pytest.raises(SoftLabelError, match="embedding"):
         distillation_loss_factory(cfg, build_data(cfg))
     assert record_path(old, "Bubo_bubo/rec0.wav").is_file()
+
+
+def test_the_exported_model_leaves_the_projection_head_out(tmp_path):
+    from edge.export import export_checkpoint
+    from models import build_model, save_checkpoint
+
+    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM)
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, model, model_name="dscnn_gru",
+                    model_kwargs={"n_classes": 3, "embedding_dim": EMBEDDING_DIM},
+                    class_names=["Bubo_bubo", "Apus_apus", "no_birds"],
+                    audio={"sample_rate": 32000, "clip_duration": 3.0})
+    export_checkpoint(path, tmp_path / "out", int8=False)
+    onnx_bytes = (tmp_path / "out" / "model_fp32.onnx").read_bytes()
+    assert b"gru" in onnx_bytes  # weights are named after their modules...
+    assert b"projection" not in onnx_bytes  # ...and the ~100k projection weights are absent
