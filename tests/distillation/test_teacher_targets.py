@@ -349,3 +349,37 @@ def test_the_exported_model_leaves_the_projection_head_out(tmp_path):
     onnx_bytes = (tmp_path / "out" / "model_fp32.onnx").read_bytes()
     assert b"gru" in onnx_bytes  # weights are named after their modules...
     assert b"projection" not in onnx_bytes  # ...and the ~100k projection weights are absent
+
+
+def test_views_are_drawn_at_training_time_with_their_own_teacher_targets(extracted, corpus,
+                                                                         tmp_path):
+    from datasets.dataset_factory import build_data
+    from distillation.datasets.teacher_windows import TeacherWindowDataset
+    from distillation.training_setup import training_side_audio
+
+    cfg = _config(corpus, extracted, tmp_path, f"dataset.unlabelled_dirs=[{corpus / 'field'}]")
+    data = build_data(cfg)
+    store = SoftLabelStore(extracted)
+    sides = training_side_audio(data)
+    common = dict(store=store, cache=data.cache, class_names=data.class_names,
+                  clip_duration=3.0, embeddings=True)
+    always = TeacherWindowDataset(sorted(sides), sides, view_prob=1.0, **common)
+    never = TeacherWindowDataset(sorted(sides), sides, view_prob=0.0, **common)
+    assert always._usable, "no view of a training-side file borrows only training-side audio"
+    for (key, row), usable in always._usable.items():
+        views = read_views(extracted, key)
+        # Only views whose partner and background are on the training side are drawn.
+        assert all(views["partner_key"][v] in sides for v in usable)
+        assert all(views["background_key"][v] in ("", *sides) for v in usable)
+        index = next(i for i, item in enumerate(always.items) if (item.key, item.row) == (key,
+                                                                                       row))
+        item, plain = always[index], never[index]
+        view = int(usable[0])  # one view per window in this corpus
+        np.testing.assert_array_equal(item["teacher_embedding"].numpy(),
+                                      views["embedding"][view].astype(np.float32))
+        np.testing.assert_array_equal(
+            item["teacher_logits"][:2].numpy(), views["target_logits"][view])
+        expected = mix_view(lambda k: data.cache.get(sides[k]), 32000, 3.0, key, views, view)
+        np.testing.assert_allclose(item["audio"].numpy(), expected)
+        assert not np.allclose(item["audio"].numpy(), plain["audio"].numpy())
+        assert item["label"] == -1 and plain["label"] == -1

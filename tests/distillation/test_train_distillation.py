@@ -14,7 +14,7 @@ from training.run import run_training
 CONFIG_DIR = REPO_ROOT / "distillation" / "configs"
 CONFIGS = ["distillation_config", "focal_loss_config", "pure_focal_config",
            "adaptive_focal_config", "manual_weights_config", "manual_weights_quick",
-           "test_distillation", "test_split_fix"]
+           "test_distillation", "test_split_fix", "embedding_distillation", "pretrain_config"]
 
 
 def distill_config(name, demo_corpus, soft_labels, tmp_path, *extra):
