@@ -30,8 +30,10 @@ def distill_config(name, demo_corpus, soft_labels, tmp_path, *extra):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_trains_an_epoch(name, demo_corpus, demo_soft_labels, tmp_path):
+    from distillation.training_setup import distillation_loss_factory
+
     cfg = distill_config(name, demo_corpus, demo_soft_labels, tmp_path)
-    results = run_training(cfg, tmp_path / "run")
+    results = run_training(cfg, tmp_path / "run", distillation_loss_factory)
     assert results["epochs_run"] == 1
     assert (tmp_path / "best_copy.pt").is_file()
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
