@@ -145,6 +145,12 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     embedding_weight = float(cfg.distillation.embedding_weight)
     all_windows = bool(cfg.distillation.all_windows) or pretrain
     extended = embedding_weight > 0 or all_windows or bool(data.unlabelled)
+    if str(cfg.training.monitor) == "val_embedding_cosine" and embedding_weight == 0:
+        raise ConfigError("training.monitor=val_embedding_cosine needs embedding distillation: "
+                          "set distillation.embedding_weight > 0 (and model.embedding_dim=1024)")
+    if pretrain and alpha == 0 and embedding_weight == 0:
+        raise ConfigError("training.stage=pretrain learns from teacher targets alone: set "
+                          "distillation.embedding_weight > 0 or distillation.alpha > 0")
     if extended or needs_teacher(loss_type, alpha):
         if not cfg.dataset.soft_labels_path:
             raise ConfigError(
@@ -155,9 +161,6 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         if embedding_weight > 0:
             check_embedding_dim(cfg)
         store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0)
-    if pretrain and alpha == 0 and embedding_weight == 0:
-        raise ConfigError("training.stage=pretrain learns from teacher targets alone: set "
-                          "distillation.embedding_weight > 0 or distillation.alpha > 0")
     weights = class_weights_for(cfg, data).weights
     base = build_loss(cfg.loss, class_weights=weights, n_classes=len(data.class_names),
                       alpha=alpha, temperature=temperature)

@@ -79,7 +79,12 @@ class Trainer:
         self.model = self.core
         if self.env.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
+            # A projection head unused by the loss, or a class head unused in pre-training,
+            # gets no gradient: DDP must be told to expect that.
+            unused = (getattr(self.core, "projection", None) is not None
+                      or hasattr(loss_fn, "needs_student_embedding"))
+            self.model = nn.parallel.DistributedDataParallel(
+                self.core, device_ids=ids, find_unused_parameters=unused)
         # Mixed precision only where it pays off and is supported: CUDA.
         self.amp = amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
