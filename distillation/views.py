@@ -264,7 +264,11 @@ def extract_views(
     computed = windows = 0
     failed: list[dict] = []
     for key in tqdm(keys, unit="file", desc="views", disable=not progress):
-        stamp = SourceStamp.of(paths[key])
+        try:
+            stamp = SourceStamp.of(paths[key])
+        except OSError as error:  # gone since its record was written
+            failed.append({"path": key, "reason": str(error)})
+            continue
         if resume and _valid(output, key, stamp, digest):
             continue
         record = read_record(output, key, exclude=("all_logits", "embedding"))
