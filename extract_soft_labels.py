@@ -54,6 +54,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard_index", type=int, default=0,
                         help="which shard this run labels, 0..num_shards-1; it is written to "
                         "<output_path>/shards/shard-<i>-of-<K>/")
+    parser.add_argument("--unlabelled_dir", action="append", default=[],
+                        help="a folder of any audio (soundscapes, other species, noise) to "
+                        "label too, under 'unlabelled/<folder name>/'; repeat for several")
+    parser.add_argument("--store_all_logits", action="store_true",
+                        help="also store the logits of all 6522 BirdNET classes (float16, "
+                        "13 KB a window); BirdNET's 1024-d embedding is always stored")
+    parser.add_argument("--views", type=int, default=0,
+                        help="label K augmented views of every window (mixes of two windows, "
+                        "background, gain, shift), labelled by BirdNET on the mixed audio")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the views (the same seed gives the same views)")
+    parser.add_argument("--cache_dir", default=".cache/audio",
+                        help="decoded 48 kHz audio for --views is cached here")
     parser.add_argument("--merge_shards", action="store_true",
                         help="combine the finished shards in --output_path into one folder")
     return parser.parse_args(argv)
@@ -66,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from distillation.shards import ShardError, check_shard, merge_shards, shard_dir
     from distillation.soft_labels import ExtractionError, Location, extract_soft_labels
     from distillation.species_names import UnknownSpeciesError, read_species_list
+    from distillation.views import ViewError
 
     if args.merge_shards:
         try:
@@ -103,8 +117,14 @@ def main(argv: list[str] | None = None) -> int:
             location=location,
             progress=not args.no_progress,
             shard=(args.shard_index, args.num_shards) if sharded else None,
+            unlabelled_dirs=args.unlabelled_dir,
+            store_all_logits=args.store_all_logits,
+            views=args.views,
+            seed=args.seed,
+            cache_dir=args.cache_dir,
         )
-    except (UnknownSpeciesError, ExtractionError, DatasetError, ShardError) as error:
+    except (UnknownSpeciesError, ExtractionError, DatasetError, ShardError,
+            ViewError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if summary.failed:

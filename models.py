@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datasets.file_io import write_atomic
 from modules import (
+    AttentionPooling,
     ConvBlock2d,
     DepthwiseSeparableConv1d,
     InstanceStandardize,
@@ -63,9 +64,16 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return MODEL_REGISTRY[name](**kwargs)
 
 
+def deployed_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of what is exported: all but a training-only projection head."""
+    projection = getattr(model, "projection", None)
+    skip = {id(p) for p in projection.parameters()} if projection is not None else set()
+    return [p for p in model.parameters() if id(p) not in skip]
+
+
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of trainable parameters of the deployed model (no projection head)."""
+    return sum(p.numel() for p in deployed_parameters(model) if p.requires_grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +87,12 @@ class AudioClassifier(nn.Module):
     ``feature_augment`` is ``nn.Identity()`` until the trainer swaps in a ``SpecAugment``;
     neither holds parameters or buffers, so the swap never changes the state dict.
     Subclasses implement ``classify(features) -> logits`` on ``(B, n_bins, frames)``.
+
+    ``embedding_dim > 0`` adds a projection head (``self.projection``) that maps what the
+    backbone hears to a vector of that size (BirdNET's 1024-d embedding, for embedding
+    distillation): ``model(audio, return_embedding=True)`` returns ``(logits, embedding)``.
+    Plain ``model(audio)`` never runs it, so exported models do not contain it. Subclasses
+    with a projection implement ``classify_and_embed(features)``.
     """
 
     def __init__(
@@ -117,8 +131,39 @@ class AudioClassifier(nn.Module):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(audio))
+    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no projection head")
+
+    def forward(
+        self, audio: torch.Tensor, return_embedding: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(audio)
+        if return_embedding:
+            if getattr(self, "projection", None) is None:
+                raise ValueError(
+                    f"{type(self).__name__} was built without a projection head; set "
+                    "model.embedding_dim (1024 for BirdNET's embedding)"
+                )
+            return self.classify_and_embed(features)
+        return self.classify(features)
+
+
+def projection_head(in_dim: int, embedding_dim: int, attention_hidden: int = 0
+                    ) -> nn.Module | None:
+    """Frames ``(B, T, in_dim)`` -> an embedding ``(B, embedding_dim)``, or None for 0.
+
+    Its own attention pooling (a teacher embedding averages the whole window, a class
+    decision may look at a few frames) and a hidden layer, so that a tiny backbone's features
+    need not be a linear map of BirdNET's.
+    """
+    if embedding_dim <= 0:
+        return None
+    return nn.Sequential(
+        AttentionPooling(in_dim, attention_hidden),
+        nn.Linear(in_dim, 2 * in_dim),
+        nn.ReLU(),
+        nn.Linear(2 * in_dim, embedding_dim),
+    )
 
 
 @register_model("dscnn_gru")
@@ -149,6 +194,7 @@ class DSCNNGRU(AudioClassifier):
         activation: str = "relu",
         attention_hidden: int = 0,
         frontend_kwargs: Mapping[str, Any] | None = None,
+        embedding_dim: int = 0,
     ) -> None:
         super().__init__(
             n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
@@ -181,11 +227,19 @@ class DSCNNGRU(AudioClassifier):
         self.head = build_time_pooling(
             "attention", gru_hidden, n_classes, dropout, attention_hidden=attention_hidden
         )
+        self.projection = projection_head(gru_hidden, embedding_dim, attention_hidden)
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
+    def frames(self, features: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(features))  # (B, C, T')
         x, _ = self.gru(x.transpose(1, 2))  # (B, T', H)
-        return self.head(x)
+        return x
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frames(features))
+
+    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.frames(features)
+        return self.head(x), self.projection(x)
 
 
 @register_model("cnn2d")
@@ -202,6 +256,7 @@ class CNN2D(AudioClassifier):
         dropout: float = 0.3,
         channels: Sequence[int] = (16, 32, 64, 128),
         frontend_kwargs: Mapping[str, Any] | None = None,
+        embedding_dim: int = 0,
     ) -> None:
         super().__init__(
             n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
@@ -212,10 +267,21 @@ class CNN2D(AudioClassifier):
         )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(widths[-1], n_classes)
+        self.projection = (
+            nn.Sequential(nn.Linear(widths[-1], widths[-1]), nn.ReLU(),
+                          nn.Linear(widths[-1], embedding_dim))
+            if embedding_dim > 0 else None
+        )
+
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        return self.blocks(features.unsqueeze(1)).mean(dim=(2, 3))  # (B, C)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(features.unsqueeze(1))  # (B, C, F', T')
-        return self.classifier(self.dropout(x.mean(dim=(2, 3))))
+        return self.classifier(self.dropout(self.pooled(features)))
+
+    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pooled(features)
+        return self.classifier(self.dropout(x)), self.projection(x)
 
 
 @register_model("crnn")
@@ -243,6 +309,7 @@ class CRNN(AudioClassifier):
         pooling: str = "attention",
         attention_hidden: int = 0,
         frontend_kwargs: Mapping[str, Any] | None = None,
+        embedding_dim: int = 0,
     ) -> None:
         super().__init__(
             n_classes, sample_rate, clip_duration, frontend, n_mels, dropout, frontend_kwargs
@@ -266,12 +333,20 @@ class CRNN(AudioClassifier):
         self.head = build_time_pooling(
             pooling, gru_out, n_classes, dropout, attention_hidden=attention_hidden
         )
+        self.projection = projection_head(gru_out, embedding_dim, attention_hidden)
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
+    def frames(self, features: torch.Tensor) -> torch.Tensor:
         x = self.blocks(features.unsqueeze(1))  # (B, C, F', T')
         x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C * F')
         x, _ = self.gru(x)
-        return self.head(x)
+        return x
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frames(features))
+
+    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.frames(features)
+        return self.head(x), self.projection(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +377,7 @@ def model_summary(model: nn.Module, sample_rate: int, clip_duration: float) -> d
         macs = counter.get_total_flops() // 2
     finally:
         model.train(was_training)
-    n_weights = sum(p.numel() for p in model.parameters())
+    n_weights = sum(p.numel() for p in deployed_parameters(model))
     n_weights += sum(b.numel() for b in model.buffers() if b.is_floating_point())
     return {
         "parameters": count_parameters(model),

@@ -51,6 +51,7 @@ from datasets.split_manifest import (
     load_manifest,
     scan_species_folders,
 )
+from datasets.unlabelled import PreparedUnlabelled, prepare_unlabelled
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class DataBundle:
     recordings: list[PreparedRecording]
     cache: DecodedAudioCache
     skipped: list[SkippedFile] = field(default_factory=list)
+    # dataset.unlabelled_dirs: teacher targets only, never in validation or test.
+    unlabelled: list[PreparedUnlabelled] = field(default_factory=list)
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         counts = {}
@@ -228,7 +231,9 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
             background_snr_db=(float(augment_cfg.background_snr_db[0]),
                                float(augment_cfg.background_snr_db[1])),
         )
-    bundle = DataBundle(class_names, manifest, datasets, recordings, cache, skipped)
+    unlabelled = prepare_unlabelled(list(ds.get("unlabelled_dirs") or []), manifest,
+                                    source_roots(cfg), cache, skipped)
+    bundle = DataBundle(class_names, manifest, datasets, recordings, cache, skipped, unlabelled)
     _check_usable(bundle)
     return bundle
 

@@ -15,9 +15,15 @@ holds, for the n teacher windows of the file:
     nonevent_logits       (n, 11)         float32  BirdNET logits, metadata non-event order
     non_target_max_logit  (n,)            float32  strongest other species' logit
     no_birds_logit        (n,)            float32  see distillation.teacher.no_birds_logit
+    embedding             (n, 1024)       float16  BirdNET's embedding (format 2 and later)
+    all_logits            (n, 6522)       float16  every BirdNET logit (only with
+                                                   --store_all_logits)
     duration_s            ()              float64  length of the decoded audio (s)
     key, settings_hash    ()              str      what the record is, made with which settings
     source_size, source_mtime_ns ()       int64    the audio file it was computed from
+
+``metadata.json`` says which of the optional arrays the folder holds (``stored``). Format 1
+folders (before embeddings) still load; a recipe that needs what they lack says so.
 
 Records are written to a temporary file and renamed into place, so a record is either complete
 or absent. A record is valid when its settings hash matches the folder's and its source size
@@ -40,11 +46,24 @@ from distillation.teacher import TeacherSignals
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 is format 2 without the optional arrays (no "stored" entry in its metadata).
+READABLE_FORMATS = (1, 2)
 METADATA_FILENAME = "metadata.json"
 RECORDS_DIRNAME = "files"
 NO_BIRDS_KEY_PREFIX = "no_birds/"
 SIGNAL_ARRAYS = ("target_logits", "nonevent_logits", "non_target_max_logit", "no_birds_logit")
+OPTIONAL_ARRAYS = ("embedding", "all_logits")  # float16, present when the folder stores them
+
+
+def signal_arrays(signals: TeacherSignals) -> dict[str, np.ndarray]:
+    """The arrays of ``signals`` as stored: float32 signals, float16 optional arrays."""
+    arrays = {name: np.asarray(getattr(signals, name), dtype=np.float32) for name in SIGNAL_ARRAYS}
+    for name in OPTIONAL_ARRAYS:
+        value = getattr(signals, name)
+        if value is not None:
+            arrays[name] = np.asarray(value, dtype=np.float16)
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,7 @@ def write_record(
 ) -> Path:
     arrays = {
         "starts": np.asarray(starts, dtype=np.float64),
-        **{name: np.asarray(getattr(signals, name), dtype=np.float32) for name in SIGNAL_ARRAYS},
+        **signal_arrays(signals),
         "duration_s": np.float64(duration_s),
         "key": np.str_(key),
         "settings_hash": np.str_(settings_digest),
@@ -92,10 +111,14 @@ def write_record(
     return write_atomic(record_path(output, key), lambda handle: np.savez(handle, **arrays))
 
 
-def read_record(output: str | Path, key: str) -> dict[str, np.ndarray]:
-    """All arrays of a record; raises FileNotFoundError or ValueError for a bad file."""
+def read_record(output: str | Path, key: str,
+                exclude: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays of a record but ``exclude``; FileNotFoundError or ValueError for a bad file.
+
+    (``all_logits`` is 13 KB a window: a reader that does not use it leaves it on disk.)
+    """
     with np.load(record_path(output, key), allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+        return {name: data[name] for name in data.files if name not in exclude}
 
 
 def record_status(

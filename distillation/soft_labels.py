@@ -32,11 +32,21 @@ from datasets.split_manifest import (
     limit_files_per_class,
     scan_species_folders,
 )
+from datasets.unlabelled import (
+    UNLABELLED_KEY_PREFIX,
+    UNLABELLED_SOURCE,
+    FileIdentity,
+    scan_unlabelled,
+    unlabelled_key,
+    unlabelled_roots,
+)
 from distillation.shards import shard_of
 from distillation.soft_label_records import (
     FORMAT_VERSION,
     METADATA_FILENAME,
     NO_BIRDS_KEY_PREFIX,
+    OPTIONAL_ARRAYS,
+    READABLE_FORMATS,
     SourceStamp,
     read_metadata,
     read_record,
@@ -133,10 +143,17 @@ def resolve_species(names: Sequence[str]) -> list[str]:
     return labels
 
 
-def extraction_settings(labels: Sequence[str], hop: float, location: Location | None) -> dict:
+def stored_arrays(store_all_logits: bool = False) -> dict[str, bool]:
+    """Which optional arrays records hold (``metadata.json: stored``)."""
+    return {"embedding": True, "all_logits": bool(store_all_logits)}
+
+
+def extraction_settings(labels: Sequence[str], hop: float, location: Location | None,
+                        store_all_logits: bool = False) -> dict:
     """Everything that changes a record's content; its hash stamps every record."""
     return {
         "format_version": FORMAT_VERSION,
+        "stored": stored_arrays(store_all_logits),
         "birdnet_version": BIRDNET_VERSION,
         "sample_rate": SAMPLE_RATE,
         "window": WINDOW_S,
@@ -181,8 +198,10 @@ def collect_tasks(
     no_birds_dir: str | Path | None,
     files_limit: int | None,
     skipped: list[SkippedFile],
+    unlabelled_dirs: Sequence[str | Path] = (),
 ) -> list[AudioTask]:
-    """Audio files to label: species folders in list order, then the no-birds folder."""
+    """Audio files to label: species folders in list order, the no-birds folder, then the
+    unlabelled folders (minus files that are one of the labelled files)."""
     try:
         sources = scan_species_folders(bird_dir, species_folders, skipped)
     except DatasetError:
@@ -198,22 +217,36 @@ def collect_tasks(
         log.info("Labelling %d pre-generated no-birds samples from %s", len(found), no_birds_dir)
     elif no_birds_dir is not None:
         log.info("No no-birds folder at %s; labelling bird recordings only", no_birds_dir)
-    if not sources:
+    unlabelled = scan_unlabelled(unlabelled_dirs, skipped) if unlabelled_dirs else []
+    if not sources and not unlabelled:
         raise ExtractionError(
             f"No audio files to label: the species folders {list(species_folders)} under "
             f"'{bird_dir}' are missing or empty (folders are named Genus_species)"
         )
     sources = limit_files_per_class(sources, files_limit)
+    pairs = [
+        (source.path if source.source == "bird" else NO_BIRDS_KEY_PREFIX + source.path,
+         roots[source.source] / source.path, source.label)
+        for source in sources
+    ]
+    if unlabelled:
+        # A folder of "any audio" may hold the labelled files too: label those once only.
+        same = FileIdentity(path for _, path, _ in pairs)
+        kept = [f for f in unlabelled if not same.matches(f.path)]
+        if len(kept) < len(unlabelled):
+            log.info("%d unlabelled files are labelled files too; labelled once, as such",
+                     len(unlabelled) - len(kept))
+        kept = kept[:files_limit] if files_limit else kept
+        log.info("Labelling %d unlabelled files from %s", len(kept), list(unlabelled_dirs))
+        pairs += [(f.key, f.path, UNLABELLED_SOURCE) for f in kept]
     tasks = []
-    for source in sources:
-        path = roots[source.source] / source.path
-        key = source.path if source.source == "bird" else NO_BIRDS_KEY_PREFIX + source.path
+    for key, path, label in pairs:
         try:
             stamp = SourceStamp.of(path)
         except OSError as error:
             skipped.append(SkippedFile(key, f"cannot read file ({error})", "scan"))
             continue
-        tasks.append(AudioTask(key, str(path), source.label, stamp))
+        tasks.append(AudioTask(key, str(path), label, stamp))
     return tasks
 
 
@@ -228,10 +261,10 @@ def _results(
     """(key, signals, failure) per task, from this process or a pool of ``workers``."""
     if not todo:
         return  # nothing to compute: do not even load the model
-    files, target_indices, hop, mask, threads, batch_size = labeller_args
+    files, target_indices, hop, mask, threads, batch_size, embedding, all_logits = labeller_args
     if workers == 1:
         teacher = teacher or BirdNetTeacher(threads, batch_size, files)
-        labeller = WindowLabeller(teacher, target_indices, hop, mask)
+        labeller = WindowLabeller(teacher, target_indices, hop, mask, embedding, all_logits)
         for task in todo:
             yield (task.key, *label_path(labeller, task.path))
         return
@@ -262,6 +295,11 @@ def extract_soft_labels(
     on_record: Callable[[str], None] | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    unlabelled_dirs: Sequence[str | Path] = (),
+    store_all_logits: bool = False,
+    views: int = 0,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> ExtractionSummary:
     """Compute and store BirdNET's soft labels for every window of every file.
 
@@ -270,13 +308,29 @@ def extract_soft_labels(
     are labelled (a missing folder is only a warning). Files of ``no_birds_dir`` (when it
     exists) are labelled too, under ``no_birds/<path>``. ``teacher`` reuses a loaded model
     (only with ``workers=1``); ``on_record(key)`` runs after each record is written.
+
+    Every record holds BirdNET's embedding; ``store_all_logits`` adds all 6522 logits. Files
+    of ``unlabelled_dirs`` are labelled under ``unlabelled/<folder name>/<path>``. ``views``
+    > 0 then labels that many augmented views of every window (``distillation.views``),
+    reproducibly from ``seed``; their 48 kHz audio is cached in ``cache_dir``.
     """
     started = time.perf_counter()
     _check_request(hop, workers, threads, location)
+    if views < 0:
+        raise ExtractionError(f"--views must be 0 or more, got {views}")
+    if views and shard is not None:
+        raise ExtractionError(
+            "--views mixes windows of all files, so it cannot run on one shard: merge the "
+            "shards first, then run the same command with --views and without --num_shards"
+        )
+    try:
+        roots = unlabelled_roots(unlabelled_dirs)
+    except DatasetError as error:
+        raise ExtractionError(str(error)) from None
     labels = resolve_species(species)
     folders = [folder_name(label) for label in labels]
     output = Path(output_path)
-    settings = extraction_settings(labels, hop, location)
+    settings = extraction_settings(labels, hop, location, store_all_logits)
     digest = settings_hash(settings)
 
     previous = read_metadata(output)
@@ -294,7 +348,8 @@ def extract_soft_labels(
             "of recordings per species, named Genus_species"
         )
     skipped: list[SkippedFile] = []
-    tasks = collect_tasks(folders, bird_dir, no_birds_dir, files_limit, skipped)
+    tasks = collect_tasks(folders, bird_dir, no_birds_dir, files_limit, skipped,
+                          unlabelled_dirs)
     if shard is not None:
         # (index, count): this run's deterministic share, see distillation/shards.py.
         tasks = [t for t in tasks if shard_of(t.key, shard[1]) == shard[0]]
@@ -332,11 +387,14 @@ def extract_soft_labels(
         ],
         "location_filter": location_info,
         "skipped": [{"path": s.path, "reason": s.reason, "stage": s.stage} for s in skipped],
+        "unlabelled_dirs": {name: str(path) for name, path in roots.items()},
+        "views": (previous or {}).get("views") if same_settings else None,
     }
     if todo:
         _write_metadata(output, base, done, summary, "running")
     files = teacher.files if teacher is not None else birdnet_files()
-    labeller_args = (files, target_indices, float(hop), mask, threads, batch_size)
+    labeller_args = (files, target_indices, float(hop), mask, threads, batch_size, True,
+                     bool(store_all_logits))
     results = _results(todo, workers, labeller_args, teacher if workers == 1 else None)
     status = "interrupted"
     try:
@@ -346,6 +404,17 @@ def extract_soft_labels(
         status = "complete"
     finally:
         results.close()  # stops the worker pool now, even when leaving on an exception
+        summary.seconds = time.perf_counter() - started
+        _write_metadata(output, base, done, summary, status)
+    if views:
+        from distillation.views import ViewSettings, extract_views
+
+        view_settings = ViewSettings(views=int(views), seed=int(seed))
+        base["views"] = extract_views(
+            output, digest, view_settings, {key: entry for key, entry in done.items()},
+            {task.key: task.path for task in tasks}, labeller_args, teacher, cache_dir,
+            resume=resume, progress=progress,
+        )
         summary.seconds = time.perf_counter() - started
         _write_metadata(output, base, done, summary, status)
     log.info(
@@ -471,6 +540,8 @@ def _write_metadata(
     metadata = {
         "format_version": FORMAT_VERSION,
         "status": status,
+        # Optional arrays the records hold (see distillation/soft_label_records.py).
+        "stored": settings["stored"],
         "birdnet_version": settings["birdnet_version"],
         "sample_rate": settings["sample_rate"],
         "window": settings["window"],
@@ -489,6 +560,9 @@ def _write_metadata(
         "settings_hash": base["settings_hash"],
         "bird_dir": base["bird_dir"],
         "no_birds_dir": base["no_birds_dir"],
+        "unlabelled_dirs": base["unlabelled_dirs"],
+        "unlabelled_key_prefix": UNLABELLED_KEY_PREFIX,
+        "views": base["views"],
         "created": base["created"] or now,
         "files_processed": len(done),
         "windows": int(sum(entry["windows"] for entry in done.values())),
@@ -522,10 +596,10 @@ class SoftLabelStore:
                 f"No soft labels at '{self.root}' ({METADATA_FILENAME} missing); run "
                 "extract_soft_labels.py first"
             )
-        if metadata.get("format_version") != FORMAT_VERSION:
+        if metadata.get("format_version") not in READABLE_FORMATS:
             raise ValueError(
                 f"Soft labels at '{self.root}' use format {metadata.get('format_version')}, "
-                f"this code reads format {FORMAT_VERSION}; extract them again"
+                f"this code reads formats {list(READABLE_FORMATS)}; extract them again"
             )
         if metadata.get("status") != "complete":
             log.warning(
@@ -539,6 +613,11 @@ class SoftLabelStore:
         self.window: float = float(metadata["window"])
         self.sample_rate: int = int(metadata["sample_rate"])
         self.birdnet_version: str = str(metadata["birdnet_version"])
+        # Format 1 folders predate the optional arrays: they store none of them.
+        stored = metadata.get("stored") or {}
+        self.stored: dict[str, bool] = {name: bool(stored.get(name)) for name in OPTIONAL_ARRAYS}
+        self.view_info: dict | None = metadata.get("views")
+        self._unlabelled_roots: dict[str, str] = dict(metadata.get("unlabelled_dirs") or {})
         self._files: dict[str, dict] = metadata["files"]
         self._names = SpeciesNames(self.birdnet_labels)
         self._records: dict[str, dict[str, np.ndarray]] = {}
@@ -553,8 +632,11 @@ class SoftLabelStore:
         if key in self._files or not Path(path).is_absolute():
             return key
         # An absolute path inside one of the dataset roots maps to its key.
-        for root, prefix in ((self.metadata.get("bird_dir"), ""),
-                             (self.metadata.get("no_birds_dir"), NO_BIRDS_KEY_PREFIX)):
+        roots = [(self.metadata.get("bird_dir"), ""),
+                 (self.metadata.get("no_birds_dir"), NO_BIRDS_KEY_PREFIX)]
+        roots += [(root, unlabelled_key(name, "")) for name, root in
+                  self._unlabelled_roots.items()]
+        for root, prefix in roots:
             if root:
                 try:
                     return prefix + Path(path).resolve().relative_to(
@@ -567,7 +649,8 @@ class SoftLabelStore:
         return self._key(path) in self._files
 
     def record(self, path: str | Path) -> dict[str, np.ndarray]:
-        """Every stored array of a file (see distillation.soft_label_records)."""
+        """The stored arrays of a file but ``all_logits`` (read those with
+        ``read_record``); see distillation.soft_label_records."""
         key = self._key(path)
         if key not in self._files:
             raise SoftLabelError(
@@ -575,8 +658,28 @@ class SoftLabelStore:
                 "labelled); run extract_soft_labels.py on this dataset"
             )
         if key not in self._records:
-            self._records[key] = read_record(self.root, key)
+            self._records[key] = read_record(self.root, key, exclude=("all_logits",))
         return self._records[key]
+
+    def require(self, array: str, needed_by: str) -> None:
+        """A clear error when the folder lacks an optional array a recipe needs."""
+        if not self.stored.get(array):
+            version = self.metadata.get("format_version")
+            why = ("was extracted before records held embeddings (format 1)" if version == 1
+                   else f"does not store '{array}'")
+            flag = " --store_all_logits" if array == "all_logits" else ""
+            raise SoftLabelError(
+                f"{needed_by} needs BirdNET's {array.replace('_', ' ')}, but the soft-label "
+                f"folder '{self.root}' {why}. Extract again into a new folder: "
+                f"python extract_soft_labels.py{flag} --output_path <new folder> ..."
+            )
+
+    def embedding_for(self, path: str | Path, offset_s: float,
+                      student_clip_s: float) -> np.ndarray:
+        """BirdNET's embedding (1024,) float32 of the teacher window covering the student
+        window at ``offset_s`` (see :meth:`window_index`)."""
+        row = self.window_index(path, offset_s, student_clip_s)
+        return self.record(path)["embedding"][row].astype(np.float32)
 
     def windows(self, path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts (n,), target_logits (n, n_species), no_birds_logit (n,)) of a file."""
@@ -621,8 +724,12 @@ class SoftLabelStore:
         ``class_names`` is the student's class order (species as ``Genus_species``, then
         ``no_birds``); the teacher window is chosen by :meth:`window_index`.
         """
-        columns = self.class_columns(class_names)
-        starts, target, no_birds = self.windows(path)
         row = self.window_index(path, offset_s, student_clip_s)
+        return self.logits_at(path, row, class_names)
+
+    def logits_at(self, path: str | Path, row: int, class_names: Sequence[str]) -> np.ndarray:
+        """Teacher logits (n_classes,) of teacher window ``row`` of ``path``, student order."""
+        columns = self.class_columns(class_names)
+        _, target, no_birds = self.windows(path)
         values = np.where(columns >= 0, target[row, np.maximum(columns, 0)], no_birds[row])
         return values.astype(np.float32)

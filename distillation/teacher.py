@@ -190,6 +190,9 @@ class TeacherSignals:
     nonevent_logits: np.ndarray  # (n, 11), NON_EVENT_LABELS order
     non_target_max_logit: np.ndarray  # (n,), strongest species that is not a target
     no_birds_logit: np.ndarray  # (n,), see no_birds_logit()
+    # Optional, when the caller asks for them (see BirdNetTeacher.signals):
+    embedding: np.ndarray | None = None  # (n, 1024) float16, BirdNET's embedding
+    all_logits: np.ndarray | None = None  # (n, 6522) float16, every output's raw logit
 
 
 def _check_location(lat: float, lon: float, week: int) -> None:
@@ -348,11 +351,15 @@ class BirdNetTeacher:
         logits: np.ndarray,
         target_indices: Sequence[int],
         non_target: np.ndarray | None = None,
+        embedding: bool = False,
+        all_logits: bool = False,
     ) -> TeacherSignals:
         """Reduce full logits (n, 6522) to what distillation stores.
 
         ``non_target``: boolean mask of the outputs that count as other species (default:
-        :func:`non_target_mask` of the targets, no location filter).
+        :func:`non_target_mask` of the targets, no location filter). ``embedding`` adds
+        BirdNET's 1024-d embedding and ``all_logits`` every output's logit, both as float16
+        (half the disk; their error, ~1e-3 relative, is far below what a student learns).
         """
         logits = np.atleast_2d(logits)
         if non_target is None:
@@ -368,6 +375,8 @@ class BirdNetTeacher:
             nonevent_logits=nonevent.astype(np.float32),
             non_target_max_logit=strongest_other.astype(np.float32),
             no_birds_logit=no_birds_logit(target, nonevent),
+            embedding=self.embeddings(logits).astype(np.float16) if embedding else None,
+            all_logits=logits.astype(np.float16) if all_logits else None,
         )
 
     def plausible_species(

@@ -13,10 +13,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from datasets.dataset_factory import DataBundle
-from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
+from datasets.unlabelled import UNLABELLED_KEY_PREFIX
+from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset, soft_label_key
+from distillation.datasets.teacher_windows import CombinedTrainingSet, TeacherWindowDataset
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
+from distillation.losses.embedding import TeacherTargetsLoss
 from distillation.soft_labels import SoftLabelStore
+from distillation.teacher import EMBEDDING_DIM
+from training.pretrain import PRETRAIN
 from training.run import ConfigError
 from training.trainer import LossFn
 
@@ -40,15 +45,20 @@ def resolved_alpha_temperature(cfg: DictConfig) -> tuple[float, float]:
     return alpha, temperature
 
 
-def attach_soft_labels(cfg: DictConfig, data: DataBundle) -> SoftLabelStore:
-    """Wrap every split's dataset so each window carries the teacher's logits."""
+def attach_soft_labels(cfg: DictConfig, data: DataBundle,
+                       embeddings: bool = False) -> SoftLabelStore:
+    """Wrap every split's dataset so each window carries the teacher's logits (and, with
+    ``embeddings``, BirdNET's embedding)."""
     store = SoftLabelStore(cfg.dataset.soft_labels_path)
+    if embeddings:
+        store.require("embedding", "distillation.embedding_weight > 0")
     sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
     for split, dataset in list(data.datasets.items()):
         data.datasets[split] = SoftLabelWindowDataset(
             dataset, sources, store, data.class_names, str(cfg.dataset.missing_soft_labels),
             trust_bird_labels=bool(cfg.distillation.trust_bird_labels),
             confidence_threshold=float(cfg.distillation.confidence_threshold),
+            embeddings=embeddings,
         )
     log.info("Soft labels from %s (BirdNET %s, hop %.2f s)", store.root, store.birdnet_version,
              store.hop)
@@ -58,7 +68,8 @@ def attach_soft_labels(cfg: DictConfig, data: DataBundle) -> SoftLabelStore:
 def class_weights_for(cfg: DictConfig, data: DataBundle):
     """``loss.class_weights``: null, "auto" (from the training windows' labels) or a list."""
     loss = cfg.loss
-    train_labels = data.datasets["train"].labels()
+    # Teacher-only windows (label -1) carry no class.
+    train_labels = [label for label in data.datasets["train"].labels() if label >= 0]
     result = resolve_class_weights(
         loss.class_weights, labels=train_labels, class_names=data.class_names,
         alpha_scaling=float(loss.alpha_scaling), method=str(loss.weight_method),
@@ -76,18 +87,90 @@ def class_weights_for(cfg: DictConfig, data: DataBundle):
     return result
 
 
+def training_side_audio(data: DataBundle) -> dict[str, str]:
+    """Soft-label key -> decoded-audio key of every file on this run's training side."""
+    sides = {}
+    for rec in data.recordings:
+        key = soft_label_key(rec.source, rec.path)
+        if rec.split == "train" and key is not None:
+            sides[key] = rec.key
+    sides.update({item.key: item.cache_key for item in data.unlabelled})
+    return sides
+
+
+def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore,
+                        embeddings: bool, all_windows: bool) -> TeacherWindowDataset:
+    """Append teacher-only windows to the training split (see teacher_windows.py)."""
+    sides = training_side_audio(data)
+    keys = [item.key for item in data.unlabelled]
+    if all_windows:
+        keys = [key for key in sides if not key.startswith(UNLABELLED_KEY_PREFIX)] + keys
+    missing = [key for key in keys if not store.has(key)]
+    if missing:
+        log.warning(
+            "%d of %d files have no soft labels and add no teacher windows (e.g. %s); run "
+            "extract_soft_labels.py with --unlabelled_dir for each unlabelled folder",
+            len(missing), len(keys), missing[:3],
+        )
+    teacher = TeacherWindowDataset(
+        keys, sides, store, data.cache, data.class_names, float(cfg.dataset.clip_duration),
+        embeddings=embeddings, view_prob=float(cfg.distillation.view_prob),
+        confidence_threshold=float(cfg.distillation.confidence_threshold),
+    )
+    data.datasets["train"] = CombinedTrainingSet(data.datasets["train"], teacher)
+    log.info("Teacher-only training windows: %d (%d files; %d unlabelled files)", len(teacher),
+             len({item.key for item in teacher.items}), len(data.unlabelled))
+    return teacher
+
+
+def check_embedding_dim(cfg: DictConfig) -> None:
+    dim = int(cfg.model.get("embedding_dim") or 0)
+    if dim != EMBEDDING_DIM:
+        raise ConfigError(
+            f"distillation.embedding_weight > 0 distils BirdNET's {EMBEDDING_DIM}-d embedding, "
+            f"but model.embedding_dim={dim}: set model.embedding_dim={EMBEDDING_DIM}"
+        )
+
+
 def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
-    """The configured loss; attaches soft labels when the loss uses the teacher."""
+    """The configured loss; attaches soft labels when the loss uses the teacher.
+
+    With ``distillation.embedding_weight > 0``, teacher-only windows
+    (``distillation.all_windows``, ``dataset.unlabelled_dirs``) or ``training.stage=pretrain``
+    the loss is a :class:`TeacherTargetsLoss` around the configured one.
+    """
     alpha, temperature = resolved_alpha_temperature(cfg)
     loss_type = str(cfg.loss.type)
-    if needs_teacher(loss_type, alpha):
+    pretrain = str(cfg.training.stage) == PRETRAIN
+    embedding_weight = float(cfg.distillation.embedding_weight)
+    all_windows = bool(cfg.distillation.all_windows) or pretrain
+    extended = embedding_weight > 0 or all_windows or bool(data.unlabelled)
+    if str(cfg.training.monitor) == "val_embedding_cosine" and embedding_weight == 0:
+        raise ConfigError("training.monitor=val_embedding_cosine needs embedding distillation: "
+                          "set distillation.embedding_weight > 0 (and model.embedding_dim=1024)")
+    if pretrain and alpha == 0 and embedding_weight == 0:
+        raise ConfigError("training.stage=pretrain learns from teacher targets alone: set "
+                          "distillation.embedding_weight > 0 or distillation.alpha > 0")
+    if extended or needs_teacher(loss_type, alpha):
         if not cfg.dataset.soft_labels_path:
             raise ConfigError(
                 f"loss.type={loss_type} learns from BirdNET's soft labels: set "
                 "dataset.soft_labels_path (run extract_soft_labels.py first), or use "
                 "--config-name=pure_focal_config for a loss without a teacher."
             )
-        attach_soft_labels(cfg, data)
+        if embedding_weight > 0:
+            check_embedding_dim(cfg)
+        store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0)
     weights = class_weights_for(cfg, data).weights
-    return build_loss(cfg.loss, class_weights=weights, n_classes=len(data.class_names),
+    base = build_loss(cfg.loss, class_weights=weights, n_classes=len(data.class_names),
                       alpha=alpha, temperature=temperature)
+    if not extended:
+        return base
+    if all_windows or data.unlabelled:
+        add_teacher_windows(cfg, data, store, embedding_weight > 0, all_windows)
+    return TeacherTargetsLoss(
+        None if pretrain else base, alpha=alpha, temperature=temperature,
+        soft_target=str(cfg.loss.get("soft_target", "softmax")),
+        embedding_weight=embedding_weight,
+        embedding_loss=str(cfg.distillation.embedding_loss), pretrain=pretrain,
+    )

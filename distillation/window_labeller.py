@@ -46,6 +46,15 @@ def window_starts(duration_s: float, hop_s: float, window_s: float) -> np.ndarra
     return np.asarray(sliding_window_starts(duration_s, window_s, hop_s), dtype=np.float64)
 
 
+def concat_signals(parts: Sequence[TeacherSignals]) -> TeacherSignals:
+    """One TeacherSignals of the windows of ``parts``, in order (optional arrays stay None)."""
+    merged = {}
+    for field in dataclasses.fields(TeacherSignals):
+        arrays = [getattr(part, field.name) for part in parts]
+        merged[field.name] = None if arrays[0] is None else np.concatenate(arrays)
+    return TeacherSignals(**merged)
+
+
 class WindowLabeller:
     """Runs one teacher over whole files; one instance per process."""
 
@@ -55,8 +64,13 @@ class WindowLabeller:
         target_indices: Sequence[int],
         hop_s: float,
         non_target_mask: np.ndarray | None = None,
+        embedding: bool = False,
+        all_logits: bool = False,
     ) -> None:
+        """``embedding`` / ``all_logits``: also keep BirdNET's embedding / all its logits."""
         self.teacher = teacher
+        self.embedding = embedding
+        self.all_logits = all_logits
         self.target_indices = list(target_indices)
         self.hop_s = hop_s
         self.non_target_mask = (
@@ -80,14 +94,14 @@ class WindowLabeller:
                 self.teacher.window_samples,
             )
             # Reduce each batch right away: full (n, 6522) logits of a long file add up.
-            logits = self.teacher.logits(windows)
-            parts.append(self.teacher.signals(logits, self.target_indices, self.non_target_mask))
-        return TeacherSignals(
-            **{
-                field.name: np.concatenate([getattr(part, field.name) for part in parts])
-                for field in dataclasses.fields(TeacherSignals)
-            }
-        )
+            parts.append(self.label_windows(windows))
+        return concat_signals(parts)
+
+    def label_windows(self, windows: np.ndarray) -> TeacherSignals:
+        """Signals of ready-cut 48 kHz windows (n, 144000), e.g. augmented views."""
+        logits = self.teacher.logits(windows)
+        return self.teacher.signals(logits, self.target_indices, self.non_target_mask,
+                                    embedding=self.embedding, all_logits=self.all_logits)
 
     def label_file(self, path: str | Path) -> FileSignals:
         audio, starts = self.load(path)
@@ -126,11 +140,14 @@ def init_worker(
     non_target_mask: np.ndarray,
     threads: int,
     batch_size: int,
+    embedding: bool = False,
+    all_logits: bool = False,
 ) -> None:
     """Process-pool initializer."""
     global _worker_labeller
     teacher = BirdNetTeacher(num_threads=threads, batch_size=batch_size, files=files)
-    _worker_labeller = WindowLabeller(teacher, target_indices, hop_s, non_target_mask)
+    _worker_labeller = WindowLabeller(teacher, target_indices, hop_s, non_target_mask,
+                                      embedding, all_logits)
 
 
 def label_in_worker(item: tuple[str, str]) -> tuple[str, FileSignals | None, Failure | None]:

@@ -208,6 +208,10 @@ def export_checkpoint(
         raise EdgeError(f"threshold must be within [0, 1], got {threshold}")
     started = time.time()
     model, checkpoint = load_student(checkpoint_path)
+    if getattr(model, "projection", None) is not None:
+        # Embedding distillation's projection head trains the backbone; inference never runs
+        # it, and its weights must not ride along in the exported file.
+        model.projection = None
     info = model_info(checkpoint_path, checkpoint, model, hop_s, threshold)
     clip_samples = info.clip_samples
 

@@ -45,6 +45,7 @@ from training.distributed import (
 )
 from training.metrics import classification_metrics
 from training.plots import plot_confusion_matrix, plot_training_history
+from training.pretrain import check_stage, load_pretrained
 from training.trainer import FitState, LossFn, Trainer, cross_entropy_loss, monitor_score
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 STATE_FILENAME = "last_state.pt"
 BEST_FILENAME = "best_model.pt"
 # Model config keys that configure the run rather than the network.
-NON_ARCHITECTURE_KEYS = {"name", "n_classes", "frontend_lr"}
+NON_ARCHITECTURE_KEYS = {"name", "n_classes", "frontend_lr", "pretrained"}
 
 LossFactory = Callable[[DictConfig, DataBundle], LossFn]
 
@@ -228,6 +229,7 @@ def run_training(
     seed_everything(int(cfg.seed))
     threads = configure_threads(cfg)
 
+    check_stage(cfg, uses_teacher=loss_factory is not None)  # before decoding any audio
     manifest_path = run_dir / MANIFEST_FILENAME if resume_path is not None else None
     if not env.is_main:
         barrier(env)  # rank 0 decodes and fills the audio cache first; the others reuse it
@@ -244,6 +246,10 @@ def run_training(
     arguments = model_arguments(cfg, n_classes)
     model_name = str(cfg.model.name)
     model = build_model(model_name, **arguments)
+    if cfg.model.get("pretrained") and resume_path is None:
+        load_pretrained(model, str(cfg.model.pretrained), model_name, data.class_names,
+                        {"sample_rate": int(cfg.dataset.target_sr),
+                         "clip_duration": float(cfg.dataset.clip_duration)})
     augment = cfg.dataset.augmentation
     if augment.enabled and (augment.time_mask_param or augment.freq_mask_param):
         model.feature_augment = SpecAugment(
@@ -307,6 +313,8 @@ def run_training(
         row.update(val_loss=val.loss, val_accuracy=val_metrics["accuracy"],
                    val_macro_f1=val_metrics["macro_f1"],
                    lr=optimizer.param_groups[0]["lr"])
+        if val.embedding_cosine is not None:  # embedding distillation: how close to BirdNET
+            row["val_embedding_cosine"] = val.embedding_cosine
         score = monitor_score(row, monitor)
         trainer.step_scheduler(score)
         improved = score > state.best_score + min_delta

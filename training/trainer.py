@@ -1,7 +1,10 @@
 """The one training loop: train.py and train_distillation.py differ only in the loss plugged in.
 
 A loss is any callable ``loss(logits, batch) -> scalar tensor``; the batch is the dict the
-dataset yields (``audio``, ``label``, plus whatever a distillation dataset adds).
+dataset yields (``audio``, ``label``, plus whatever a distillation dataset adds). A loss with
+``needs_student_embedding = True`` also finds the model's projection in
+``batch["student_embedding"]``. Windows with ``label == -1`` carry teacher targets only: they
+count in the training loss but not in the training accuracy.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class EvalResult:
     y_true: np.ndarray
     y_pred: np.ndarray
     probabilities: np.ndarray
+    # Mean cosine between the model's projection and BirdNET's embedding, when both exist.
+    embedding_cosine: float | None = None
 
 
 @dataclass
@@ -74,7 +79,12 @@ class Trainer:
         self.model = self.core
         if self.env.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.core, device_ids=ids)
+            # A projection head unused by the loss, or a class head unused in pre-training,
+            # gets no gradient: DDP must be told to expect that.
+            unused = (getattr(self.core, "projection", None) is not None
+                      or hasattr(loss_fn, "needs_student_embedding"))
+            self.model = nn.parallel.DistributedDataParallel(
+                self.core, device_ids=ids, find_unused_parameters=unused)
         # Mixed precision only where it pays off and is supported: CUDA.
         self.amp = amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -94,7 +104,7 @@ class Trainer:
     def train_epoch(self, loader: DataLoader, epoch: int) -> dict:
         """One pass; also measures how much of each step was spent waiting for data."""
         self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, labelled = 0.0, 0, 0, 0
         wait_s = 0.0
         started = time.perf_counter()
         batches = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
@@ -123,29 +133,39 @@ class Trainer:
             self.scaler.update()
             n = batch["audio"].shape[0]
             total_loss += loss.item() * n
-            correct += int((logits.argmax(1) == batch["label"]).sum())
+            has_label = batch["label"] >= 0
+            correct += int(((logits.argmax(1) == batch["label"]) & has_label).sum())
+            labelled += int(has_label.sum())
             seen += n
             batches.set_postfix(loss=f"{total_loss / seen:.3f}")
         elapsed = time.perf_counter() - started
         # Sums over all ranks: the epoch's figures are those of the whole job.
-        total_loss, correct, seen, wait_s = sum_across_ranks(
-            [total_loss, correct, seen, wait_s], self.env
+        total_loss, correct, seen, labelled, wait_s = sum_across_ranks(
+            [total_loss, correct, seen, labelled, wait_s], self.env
         )
         elapsed_all = max_across_ranks(elapsed, self.env)
         return {
             "train_loss": total_loss / max(1, seen),
-            "train_accuracy": correct / max(1, seen),
+            "train_accuracy": correct / max(1, labelled),
             "windows_per_s": seen / max(elapsed_all, 1e-9),
             "data_wait_fraction": wait_s / max(elapsed * self.env.world_size, 1e-9),
             "epoch_seconds": elapsed_all,
         }
 
+    def _run_model(self, audio: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(logits, extra batch fields): the projection when the loss reads it."""
+        if getattr(self.loss_fn, "needs_student_embedding", False):
+            logits, embedding = self.model(audio, return_embedding=True)
+            return logits, {"student_embedding": embedding}
+        return self.model(audio), {}
+
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mixup_alpha <= 0:
-            logits = self.model(batch["audio"])
-            return logits, self.loss_fn(logits, batch)
+            logits, extra = self._run_model(batch["audio"])
+            return logits, self.loss_fn(logits, {**batch, **extra})
         mixed, partner, lam = mixup_batch(batch, self.mixup_alpha)
-        logits = self.model(mixed["audio"])
+        logits, extra = self._run_model(mixed["audio"])
+        batch, partner = {**batch, **extra}, {**partner, **extra}
         main_loss = self.loss_fn(logits, batch)
         # An adaptive loss learns class statistics from the dominant labels only.
         freeze = getattr(self.loss_fn, "frozen_statistics", contextlib.nullcontext)
@@ -162,9 +182,20 @@ class Trainer:
         """
         self.core.eval()
         indices, losses, labels, probabilities = [], [], [], []
+        cosine_sum, cosine_n = 0.0, 0
+        project = getattr(self.core, "projection", None) is not None
         for batch in loader:
             batch = self._to_device(batch)
-            logits = self.core(batch["audio"]).float()
+            if project and "teacher_embedding" in batch:
+                logits, embedding = self.core(batch["audio"], return_embedding=True)
+                has = torch.as_tensor(batch["has_embedding"], device=embedding.device).bool()
+                cosine = F.cosine_similarity(embedding.float(),
+                                             batch["teacher_embedding"].float(), dim=1)
+                cosine_sum += float(cosine[has].sum())
+                cosine_n += int(has.sum())
+                logits = logits.float()
+            else:
+                logits = self.core(batch["audio"]).float()
             losses.append(F.cross_entropy(logits, batch["label"], reduction="none").cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
             probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
@@ -175,9 +206,12 @@ class Trainer:
             empty = (np.concatenate(indices), [np.concatenate(losses), np.concatenate(labels),
                                                np.concatenate(probabilities)])
         _, (loss, y_true, probs) = gather_by_index(*empty, self.env)
+        cosine_sum, cosine_n = sum_across_ranks([cosine_sum, cosine_n], self.env)
+        cosine = cosine_sum / cosine_n if cosine_n else None
         if not len(y_true):
-            return EvalResult(float("nan"), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 0)))
-        return EvalResult(float(loss.mean()), y_true, probs.argmax(1), probs)
+            return EvalResult(float("nan"), np.zeros(0, int), np.zeros(0, int), np.zeros((0, 0)),
+                              cosine)
+        return EvalResult(float(loss.mean()), y_true, probs.argmax(1), probs, cosine)
 
     def step_scheduler(self, monitored: float) -> None:
         if self.scheduler is None:

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from datasets.bird_dataset import WindowDataset
 from distillation.soft_labels import NO_BIRDS_KEY_PREFIX, SoftLabelStore
+from distillation.teacher import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,19 @@ class SoftLabelWindowDataset(Dataset):
 
     def __init__(self, base: WindowDataset, sources: dict[str, str], store: SoftLabelStore,
                  class_names: Sequence[str], missing: str = "hard_only",
-                 trust_bird_labels: bool = True, confidence_threshold: float = 0.0):
+                 trust_bird_labels: bool = True, confidence_threshold: float = 0.0,
+                 embeddings: bool = False):
+        """``embeddings``: also attach BirdNET's embedding (``teacher_embedding``,
+        ``has_embedding``) for embedding distillation; the store must hold them."""
         if missing not in MISSING_POLICIES:
             raise ValueError(f"missing soft-label policy must be one of {MISSING_POLICIES}")
         self.base = base
         n = len(base.examples)
         self.teacher_logits = np.zeros((n, len(class_names)), dtype=np.float32)
         self.has_teacher = np.zeros(n, dtype=bool)
+        self.embeddings = embeddings
+        self.teacher_embedding = np.zeros((n, EMBEDDING_DIM if embeddings else 0), np.float32)
+        self.has_embedding = np.zeros(n, dtype=bool)
         clip = base.clip_samples / base.sample_rate
         absent: Counter = Counter()
         for i, example in enumerate(base.examples):
@@ -66,6 +73,9 @@ class SoftLabelWindowDataset(Dataset):
             self.teacher_logits[i] = store.teacher_logits_for(key, example.start_s, clip,
                                                               class_names)
             self.has_teacher[i] = True
+            if embeddings:
+                self.teacher_embedding[i] = store.embedding_for(key, example.start_s, clip)
+                self.has_embedding[i] = True
         if confidence_threshold > 0:
             # A teacher that is sure of nothing (every class's sigmoid below the threshold)
             # has no knowledge to pass on: such windows learn from their hard label alone.
@@ -109,4 +119,7 @@ class SoftLabelWindowDataset(Dataset):
         item = self.base[i]
         item["teacher_logits"] = torch.from_numpy(self.teacher_logits[i])
         item["has_teacher"] = bool(self.has_teacher[i])
+        if self.embeddings:
+            item["teacher_embedding"] = torch.from_numpy(self.teacher_embedding[i])
+            item["has_embedding"] = bool(self.has_embedding[i])
         return item

@@ -14,7 +14,7 @@ from training.run import run_training
 CONFIG_DIR = REPO_ROOT / "distillation" / "configs"
 CONFIGS = ["distillation_config", "focal_loss_config", "pure_focal_config",
            "adaptive_focal_config", "manual_weights_config", "manual_weights_quick",
-           "test_distillation", "test_split_fix"]
+           "test_distillation", "test_split_fix", "embedding_distillation", "pretrain_config"]
 
 
 def distill_config(name, demo_corpus, soft_labels, tmp_path, *extra):
@@ -30,8 +30,10 @@ def distill_config(name, demo_corpus, soft_labels, tmp_path, *extra):
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_trains_an_epoch(name, demo_corpus, demo_soft_labels, tmp_path):
+    from distillation.training_setup import distillation_loss_factory
+
     cfg = distill_config(name, demo_corpus, demo_soft_labels, tmp_path)
-    results = run_training(cfg, tmp_path / "run")
+    results = run_training(cfg, tmp_path / "run", distillation_loss_factory)
     assert results["epochs_run"] == 1
     assert (tmp_path / "best_copy.pt").is_file()
     saved = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -1,0 +1,136 @@
+"""Embedding distillation and windows without a hard label.
+
+BirdNET's 1024-d embedding (what its output layer reads) holds far more of what it knows
+than the handful of target logits: a logistic regression on it tells species apart from a
+few recordings. The student's projection head (``model.embedding_dim``) learns to reproduce
+it (FitNets; S-SONDO distils audio models from the embedding alone), which shapes the
+backbone that the classifier head reads.
+
+:class:`TeacherTargetsLoss` combines three terms over a batch that may mix labelled windows
+(a species or no_birds) and windows with teacher targets only (``label == -1``: every other
+window of a training recording, unlabelled audio, augmented views):
+
+    L = L_base(labelled windows)                                     (the configured loss)
+      + alpha * mean over teacher-only windows with teacher logits of s_i    (logit KD)
+      + embedding_weight * mean over windows with a teacher embedding of e_i
+
+``L_base`` is the configured loss (cross-entropy, distillation, focal...) on the labelled
+windows alone, so its hard and soft terms keep their meaning; ``s_i`` is the same T²-scaled
+soft term the distillation losses use; ``e_i`` is ``embedding_loss`` between the student's
+projection and BirdNET's embedding:
+
+``cosine`` (default)
+    ``1 - cos(student, teacher)``: the direction only. BirdNET's embedding is a ReLU-pooled
+    feature vector whose norm follows loudness more than content.
+``mse``
+    mean squared error after scaling both to unit norm (the chord distance, ~cosine near the
+    optimum but with a gradient that does not vanish for opposite vectors).
+``smooth_l1``
+    Huber loss on the raw vectors (matches magnitudes too).
+
+In the pre-training stage (``pretrain=True``) labels are ignored: every window is
+teacher-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distillation.losses.distillation import soft_loss_terms, teacher_inputs
+
+EMBEDDING_LOSSES: tuple[str, ...] = ("cosine", "mse", "smooth_l1")
+IGNORE_LABEL = -1
+
+
+def embedding_loss_terms(student: torch.Tensor, teacher: torch.Tensor,
+                         kind: str = "cosine") -> torch.Tensor:
+    """Per-item embedding loss (B,) between ``student`` and ``teacher`` (B, D)."""
+    teacher = teacher.detach().to(student.dtype)
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(student, teacher, dim=1, eps=1e-6)
+    if kind == "mse":
+        diff = F.normalize(student, dim=1, eps=1e-6) - F.normalize(teacher, dim=1, eps=1e-6)
+        return diff.pow(2).sum(dim=1)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(student, teacher, reduction="none").mean(dim=1)
+    raise ValueError(f"distillation.embedding_loss must be one of {EMBEDDING_LOSSES}, got '{kind}'")
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # 0 (still attached to the graph) when no item qualifies.
+    return (values * mask).sum() / mask.sum().clamp_min(1)
+
+
+def select(batch: dict, mask: torch.Tensor) -> dict:
+    """The items of ``batch`` where ``mask`` holds (tensors with a batch dimension only)."""
+    n = mask.shape[0]
+    return {k: v[mask] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == n else v
+            for k, v in batch.items()}
+
+
+class TeacherTargetsLoss(nn.Module):
+    """``base(labelled) + alpha * KD(teacher-only) + embedding_weight * E(all)`` (docstring)."""
+
+    def __init__(
+        self,
+        base: nn.Module | None,
+        *,
+        alpha: float,
+        temperature: float,
+        soft_target: str = "softmax",
+        embedding_weight: float = 0.0,
+        embedding_loss: str = "cosine",
+        pretrain: bool = False,
+    ):
+        super().__init__()
+        if embedding_loss not in EMBEDDING_LOSSES:
+            raise ValueError(f"distillation.embedding_loss must be one of {EMBEDDING_LOSSES}, "
+                             f"got '{embedding_loss}'")
+        if embedding_weight < 0:
+            raise ValueError(f"distillation.embedding_weight must be >= 0, got {embedding_weight}")
+        self.base = base
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        self.soft_target = soft_target
+        self.embedding_weight = float(embedding_weight)
+        self.embedding_loss = embedding_loss
+        self.pretrain = pretrain
+        # The trainer asks the model for its projection only when a loss reads it.
+        self.needs_student_embedding = self.embedding_weight > 0
+
+    def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        labels = torch.as_tensor(batch["label"], device=logits.device)
+        labelled = (labels >= 0) & (not self.pretrain)
+        total = logits.sum() * 0.0
+        if self.base is not None and bool(labelled.any()):
+            total = total + self.base(logits[labelled], select(batch, labelled))
+        if self.alpha > 0 and "teacher_logits" in batch:
+            teacher, has_teacher = teacher_inputs(batch, logits)
+            soft = soft_loss_terms(logits, teacher, self.temperature, self.soft_target)
+            total = total + self.alpha * _masked_mean(soft, has_teacher & ~labelled)
+        if self.embedding_weight > 0:
+            if "student_embedding" not in batch:
+                raise KeyError("distillation.embedding_weight > 0 needs the model's projection "
+                               "head: set model.embedding_dim")
+            if "teacher_embedding" not in batch:
+                raise KeyError("distillation.embedding_weight > 0 but the batches carry no "
+                               "teacher embedding (soft labels without embeddings?)")
+            student = batch["student_embedding"]
+            teacher = torch.as_tensor(batch["teacher_embedding"], device=student.device)
+            has = torch.as_tensor(batch["has_embedding"], device=student.device).bool()
+            terms = embedding_loss_terms(student.float(), teacher.float(), self.embedding_loss)
+            total = total + self.embedding_weight * _masked_mean(terms, has)
+        return total
+
+    def frozen_statistics(self):
+        """Mixup's partner term must not update an adaptive base loss's class statistics."""
+        freeze = getattr(self.base, "frozen_statistics", None)
+        return freeze() if freeze is not None else contextlib.nullcontext()
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, embedding_weight={self.embedding_weight}, "
+                f"embedding_loss='{self.embedding_loss}', pretrain={self.pretrain}")
