@@ -260,7 +260,13 @@ def _ensure_soft_labels(cfg: DictConfig, class_names: list[str]) -> None:
 
     if not cfg.dataset.soft_labels_path:
         raise ConfigError("evaluation.trainer=distillation needs dataset.soft_labels_path")
-    summary = extract_soft_labels(class_names[:-1], str(cfg.dataset.soft_labels_path),
-                                  str(cfg.dataset.bird_data_dir))
+    summary = extract_soft_labels(
+        class_names[:-1], str(cfg.dataset.soft_labels_path), str(cfg.dataset.bird_data_dir),
+        # The teacher's pool: unlabelled folders too (their files that are test files of a
+        # fold are dropped at training time), and augmented views when asked for.
+        unlabelled_dirs=[str(d) for d in cfg.dataset.get("unlabelled_dirs") or []],
+        views=int(cfg.evaluation.views), seed=int(cfg.seed),
+        cache_dir=cfg.dataset.cache_dir,
+    )
     log.info("Soft labels in %s: %d files computed, %d reused", summary.output,
              summary.computed, summary.reused)

@@ -181,3 +181,19 @@ def test_cli_rejects_an_unknown_trainer_before_any_audio_work(tmp_path):
     )
     assert result.returncode == 2
     assert "evaluation.trainer=magic" in result.stderr
+
+
+def test_embedding_recipe_per_fold(demo_corpus, demo_soft_labels, birdnet_cache, tmp_path):
+    """The embedding-distillation recipe composes with the fold manifests; the teacher-only
+    windows of the fold's test recordings never reach its training."""
+    cfg = demo_config(demo_corpus, tmp_path, birdnet_cache,
+                      f"dataset.soft_labels_path={demo_soft_labels}",
+                      f"dataset.unlabelled_dirs=[{demo_corpus.bird_dir}]",
+                      "evaluation.extract_soft_labels=false",
+                      name="evaluate_embedding_distillation")
+    assert cfg.distillation.embedding_weight > 0 and cfg.model.embedding_dim == 1024
+    scoreboard.run_evaluation(cfg, tmp_path / "run")
+    results = pd.read_csv(tmp_path / "run" / "cv_results.csv")
+    assert len(results) == 6 and results["macro_f1"].notna().all()
+    history = pd.read_csv(tmp_path / "run" / "repeat0_fold0" / "train" / "metrics.csv")
+    assert "val_embedding_cosine" in history
