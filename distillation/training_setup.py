@@ -18,7 +18,7 @@ from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset, sof
 from distillation.datasets.teacher_windows import CombinedTrainingSet, TeacherWindowDataset
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
-from distillation.losses.embedding import TeacherTargetsLoss
+from distillation.losses.embedding import TeacherTargetsLoss, embedding_statistics
 from distillation.soft_labels import SoftLabelStore
 from distillation.teacher import EMBEDDING_DIM
 from training.pretrain import PRETRAIN
@@ -166,11 +166,23 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
                       alpha=alpha, temperature=temperature)
     if not extended:
         return base
+    teacher_windows = None
     if all_windows or data.unlabelled:
-        add_teacher_windows(cfg, data, store, embedding_weight > 0, all_windows)
+        teacher_windows = add_teacher_windows(cfg, data, store, embedding_weight > 0,
+                                              all_windows)
+    mean = scale = None
+    if embedding_weight > 0 and bool(cfg.distillation.get("embedding_standardize", False)):
+        # Statistics of the training side only (its recordings and the unlabelled pool).
+        keys = ({item.key for item in teacher_windows.items} if teacher_windows is not None
+                else set())
+        keys |= {e.path for e in data.datasets["train"].examples if store.has(e.path)}
+        mean, scale = embedding_statistics([store.record(k)["embedding"] for k in sorted(keys)
+                                            if store.has(k)])
+        log.info("Embedding target standardised over %d files' windows", len(keys))
     return TeacherTargetsLoss(
         None if pretrain else base, alpha=alpha, temperature=temperature,
         soft_target=str(cfg.loss.get("soft_target", "softmax")),
         embedding_weight=embedding_weight,
         embedding_loss=str(cfg.distillation.embedding_loss), pretrain=pretrain,
+        embedding_mean=mean, embedding_scale=scale,
     )

@@ -184,13 +184,15 @@ class Trainer:
         indices, losses, labels, probabilities = [], [], [], []
         cosine_sum, cosine_n = 0.0, 0
         project = getattr(self.core, "projection", None) is not None
+        # The target the projection learns (standardised BirdNET embedding, or raw).
+        target = getattr(self.loss_fn, "embedding_target", lambda teacher: teacher)
         for batch in loader:
             batch = self._to_device(batch)
             if project and "teacher_embedding" in batch:
                 logits, embedding = self.core(batch["audio"], return_embedding=True)
                 has = torch.as_tensor(batch["has_embedding"], device=embedding.device).bool()
                 cosine = F.cosine_similarity(embedding.float(),
-                                             batch["teacher_embedding"].float(), dim=1)
+                                             target(batch["teacher_embedding"].float()), dim=1)
                 cosine_sum += float(cosine[has].sum())
                 cosine_n += int(has.sum())
                 logits = logits.float()

@@ -30,12 +30,21 @@ projection and BirdNET's embedding:
 
 In the pre-training stage (``pretrain=True``) labels are ignored: every window is
 teacher-only.
+
+With ``standardize`` (``distillation.embedding_standardize``) the target is BirdNET's
+embedding minus its mean over the training windows, divided by its per-dimension standard
+deviation. The raw embedding is non-negative (ReLU, then pooling), so every pair of windows
+already has a cosine of ~0.7 to the mean direction: a student that outputs that constant
+direction scores 0.69 and learns nothing that tells windows apart (measured on iberian_birds:
+validation cosine flat at 0.69 from the first epoch). Centred and scaled, the target is the
+variation between windows, which is what a linear classifier on the embedding reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +94,8 @@ class TeacherTargetsLoss(nn.Module):
         embedding_weight: float = 0.0,
         embedding_loss: str = "cosine",
         pretrain: bool = False,
+        embedding_mean: torch.Tensor | None = None,
+        embedding_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         if embedding_loss not in EMBEDDING_LOSSES:
@@ -99,8 +110,17 @@ class TeacherTargetsLoss(nn.Module):
         self.embedding_weight = float(embedding_weight)
         self.embedding_loss = embedding_loss
         self.pretrain = pretrain
+        standardize = embedding_mean is not None and embedding_scale is not None
+        self.register_buffer("embedding_mean", embedding_mean if standardize else None)
+        self.register_buffer("embedding_scale", embedding_scale if standardize else None)
         # The trainer asks the model for its projection only when a loss reads it.
         self.needs_student_embedding = self.embedding_weight > 0
+
+    def embedding_target(self, teacher: torch.Tensor) -> torch.Tensor:
+        """What the projection head learns: BirdNET's embedding, standardised when set."""
+        if self.embedding_mean is None:
+            return teacher
+        return (teacher.float() - self.embedding_mean) / self.embedding_scale
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         labels = torch.as_tensor(batch["label"], device=logits.device)
@@ -120,7 +140,8 @@ class TeacherTargetsLoss(nn.Module):
                 raise KeyError("distillation.embedding_weight > 0 but the batches carry no "
                                "teacher embedding (soft labels without embeddings?)")
             student = batch["student_embedding"]
-            teacher = torch.as_tensor(batch["teacher_embedding"], device=student.device)
+            teacher = self.embedding_target(
+                torch.as_tensor(batch["teacher_embedding"], device=student.device))
             has = torch.as_tensor(batch["has_embedding"], device=student.device).bool()
             terms = embedding_loss_terms(student.float(), teacher.float(), self.embedding_loss)
             total = total + self.embedding_weight * _masked_mean(terms, has)
@@ -133,4 +154,14 @@ class TeacherTargetsLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, embedding_weight={self.embedding_weight}, "
-                f"embedding_loss='{self.embedding_loss}', pretrain={self.pretrain}")
+                f"embedding_loss='{self.embedding_loss}', pretrain={self.pretrain}, "
+                f"standardized={self.embedding_mean is not None}")
+
+
+def embedding_statistics(embeddings: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation (floored, so a dimension that never fires
+    is not blown up) over the rows of all ``embeddings`` arrays (n_i, D)."""
+    rows = np.concatenate([np.asarray(e, np.float64) for e in embeddings if len(e)])
+    mean = rows.mean(axis=0)
+    scale = np.maximum(rows.std(axis=0), 1e-3 + 0.05 * rows.std(axis=0).mean())
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(scale, dtype=torch.float32)
