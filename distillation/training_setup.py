@@ -7,6 +7,7 @@ aliases that, when set, take precedence.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -98,13 +99,36 @@ def training_side_audio(data: DataBundle) -> dict[str, str]:
     return sides
 
 
+def labelled_record_keys(cfg: DictConfig, data: DataBundle, store: SoftLabelStore) -> None:
+    """Unlabelled files that lie in the species folders take their labelled record's key.
+
+    Extraction labels such a file once, as the labelled file (``unlabelled_dirs`` may include
+    the dataset itself); in a run that does not use it as labelled (a few-shot fold keeps
+    only N recordings per species) it is unlabelled audio, and its teacher targets are under
+    its path in the species folders.
+    """
+    bird_root = Path(str(cfg.dataset.bird_data_dir)).resolve()
+    resolved = []
+    for item in data.unlabelled:
+        if not store.has(item.key):
+            path = Path(item.path).resolve()
+            if path.is_relative_to(bird_root):
+                alias = path.relative_to(bird_root).as_posix()
+                if store.has(alias):
+                    item = dataclasses.replace(item, key=alias)
+        resolved.append(item)
+    data.unlabelled = resolved
+
+
 def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore,
                         embeddings: bool, all_windows: bool) -> TeacherWindowDataset:
     """Append teacher-only windows to the training split (see teacher_windows.py)."""
+    labelled_record_keys(cfg, data, store)
     sides = training_side_audio(data)
     keys = [item.key for item in data.unlabelled]
     if all_windows:
         keys = [key for key in sides if not key.startswith(UNLABELLED_KEY_PREFIX)] + keys
+        keys = list(dict.fromkeys(keys))  # an unlabelled file may carry a labelled key
     missing = [key for key in keys if not store.has(key)]
     if missing:
         log.warning(

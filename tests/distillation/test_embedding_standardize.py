@@ -36,3 +36,31 @@ def test_a_student_that_outputs_the_mean_direction_learns_nothing_when_standardi
     assert standardised(logits, batch).item() > 0.9
     batch["student_embedding"] = (teacher - mean) / scale  # the real target scores 0
     assert standardised(logits, batch).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_unlabelled_files_of_the_species_folders_use_their_labelled_records(tmp_path):
+    """A few-shot fold leaves most recordings unused; listed again as unlabelled audio, they
+    are found under the key extraction gave them (their path in the species folders)."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from datasets.unlabelled import PreparedUnlabelled
+    from distillation.training_setup import labelled_record_keys
+
+    birds = tmp_path / "birds"
+    (birds / "Bubo_bubo").mkdir(parents=True)
+    inside = birds / "Bubo_bubo" / "XC1.wav"
+    inside.write_bytes(b"x")
+    outside = tmp_path / "field" / "a.wav"
+    outside.parent.mkdir()
+    outside.write_bytes(b"y")
+    store = SimpleNamespace(has=lambda key: key in {"Bubo_bubo/XC1.wav", "unlabelled/field/a.wav"})
+    data = SimpleNamespace(unlabelled=[
+        PreparedUnlabelled("unlabelled/birds/Bubo_bubo/XC1.wav", str(inside), "k1", 3.0),
+        PreparedUnlabelled("unlabelled/field/a.wav", str(outside), "k2", 3.0),
+    ])
+    cfg = OmegaConf.create({"dataset": {"bird_data_dir": str(birds)}})
+    labelled_record_keys(cfg, data, store)
+    assert [item.key for item in data.unlabelled] == ["Bubo_bubo/XC1.wav",
+                                                      "unlabelled/field/a.wav"]
