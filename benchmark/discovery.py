@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from benchmark.paths import bench_path, repo_path
 from datasets.audio_utils import is_audio_file
-from datasets.split_manifest import DatasetError, SkippedFile, SourceFile, limit_files_per_class
 from datasets.safe_paths import path_inside
+from datasets.split_manifest import DatasetError, SkippedFile, SourceFile, limit_files_per_class
 
 log = logging.getLogger(__name__)
 

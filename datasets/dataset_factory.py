@@ -268,5 +268,14 @@ def _check_usable(bundle: DataBundle) -> None:
     for split, per_class in counts.items():
         log.info("%-5s windows per class: %s", split, per_class)
     missing = [name for name, n in counts["train"].items() if n == 0]
+    species_missing = [name for name in missing if name != NO_BIRDS]
+    if species_missing:
+        # A model with a class it never saw would be saved as if it knew it.
+        raise DatasetError(
+            f"Species {species_missing} have no usable training windows (their recordings "
+            "are missing, unreadable or all in the validation/test splits; see "
+            "skipped_files.csv). Add recordings or remove them from "
+            "dataset.allowed_bird_classes."
+        )
     if missing:
         log.warning("Classes with no training windows: %s", missing)
