@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.audio_utils import is_audio_file
 from datasets.file_io import read_table, save_table_atomic
+from datasets.file_scan import scan_audio_tree
 from datasets.safe_paths import path_inside
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,9 @@ def scan_species_folders(
             log.warning("Species folder '%s' is missing (available: %s)", folder, available)
             skipped.append(SkippedFile(str(folder), "species folder missing", "scan"))
             continue
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p))
-        for other in sorted(p for p in folder.rglob("*") if p.is_file() and not is_audio_file(p)):
-            if not other.name.startswith("."):
-                skipped.append(SkippedFile(str(other), "not an audio file extension", "scan"))
+        found = scan_audio_tree(
+            folder, lambda path, reason: skipped.append(SkippedFile(str(path), reason, "scan"))
+        )
         if not found:
             log.warning("Species folder '%s' holds no audio files", folder)
             skipped.append(SkippedFile(str(folder), "species folder empty", "scan"))

@@ -338,3 +338,74 @@ def test_resume_with_another_model_is_a_config_error(demo_corpus, tmp_path):
     with pytest.raises(ConfigError, match="cnn2d|dscnn_gru"):
         run_training(cfg, tmp_path / "elsewhere")
 
+
+
+# ----------------------------------------------------------------------------- 8. smaller
+
+
+def test_every_ignored_path_is_listed_with_its_reason(tmp_path):
+    from datasets.split_manifest import scan_species_folders
+
+    species = tmp_path / "birds" / "Bubo_bubo"
+    write_wav(species / "good.wav", tone_burst(32000, 2000, 1.0), 32000)
+    (species / "folder.wav").mkdir()
+    (species / "loop").symlink_to(species)
+    (species / "dangling.wav").symlink_to(tmp_path / "nowhere.wav")
+    (species / "notes.txt").write_text("x")
+    skipped = []
+    files = scan_species_folders(tmp_path / "birds", ["Bubo_bubo"], skipped)
+    assert [f.path for f in files] == ["Bubo_bubo/good.wav"]
+    reasons = {Path(s.path).name: s.reason for s in skipped}
+    assert "folder named like an audio file" in reasons["folder.wav"]
+    assert "loop" in reasons["loop"]
+    assert "broken" in reasons["dangling.wav"]
+    assert "not an audio file" in reasons["notes.txt"]
+    assert len(skipped) == 4
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+def test_unreadable_sub_folder_is_listed(tmp_path):
+    from datasets.file_scan import scan_audio_tree
+
+    locked = tmp_path / "in" / "locked"
+    locked.mkdir(parents=True)
+    locked.chmod(0)
+    reported = []
+    try:
+        scan_audio_tree(tmp_path / "in", lambda p, r: reported.append((p.name, r)))
+    finally:
+        locked.chmod(0o755)
+    assert reported and reported[0][0] == "locked" and "cannot read" in reported[0][1]
+
+
+def test_killed_predict_keeps_its_tables_and_resumes(demo_checkpoint, tmp_path, monkeypatch):
+    import edge.predict as predict
+
+    folder = tmp_path / "recordings"
+    for i, freq in enumerate((1500, 3000, 4500)):
+        write_wav(folder / f"r{i}.wav", tone_burst(32000, freq, 7.0), 32000)
+    whole = predict.run_prediction(demo_checkpoint, folder, tmp_path / "whole")
+
+    original, calls = predict.analyse_file, []
+
+    def killed_at_the_third_file(classifier, path, *args, **kwargs):
+        calls.append(path.name)
+        if path.name == "r2.wav" and len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return original(classifier, path, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "analyse_file", killed_at_the_third_file)
+    monkeypatch.setattr(predict, "TABLE_FLUSH_S", 0.0)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict.run_prediction(demo_checkpoint, folder, out)
+    partial = pd.read_csv(out / "detections.csv")
+    assert set(partial["file"]) <= {"r0.wav", "r1.wav"}
+    assert (out / "combined.selection.table.txt").is_file()
+    resumed = predict.run_prediction(demo_checkpoint, folder, out)
+    assert calls == ["r0.wav", "r1.wav", "r2.wav", "r2.wav"]  # only the missing file again
+    assert len(resumed.files) == len(whole.files) == 3
+    pd.testing.assert_frame_equal(pd.read_csv(out / "detections.csv"),
+                                  pd.read_csv(tmp_path / "whole" / "detections.csv"))
+    assert ((out / "combined.selection.table.txt").read_text()
+            == (tmp_path / "whole" / "combined.selection.table.txt").read_text())
