@@ -409,3 +409,23 @@ def test_killed_predict_keeps_its_tables_and_resumes(demo_checkpoint, tmp_path, 
                                   pd.read_csv(tmp_path / "whole" / "detections.csv"))
     assert ((out / "combined.selection.table.txt").read_text()
             == (tmp_path / "whole" / "combined.selection.table.txt").read_text())
+
+
+def test_an_unusable_file_does_not_shift_the_split(demo_corpus, tmp_path):
+    from datasets.dataset_factory import build_data
+
+    clean = _corpus_copy(demo_corpus, tmp_path / "clean")
+    dirty = _corpus_copy(demo_corpus, tmp_path / "dirty")
+    for name in ("Apus_apus", "Bubo_bubo"):
+        (dirty / name / "broken_0.wav").write_bytes(b"RIFF" + bytes(40))
+
+    def manifest_of(bird_dir):
+        cfg = compose_config([*fast_overrides(bird_dir, tmp_path, epochs=1),
+                              "dataset.esc50_no_bird_ratio=0"])
+        data = build_data(cfg)
+        return data.manifest.sort_values("path").reset_index(drop=True), data.skipped
+
+    expected, _ = manifest_of(clean)
+    got, skipped = manifest_of(dirty)
+    assert sum("broken_0.wav" in s.path for s in skipped) == 2
+    pd.testing.assert_frame_equal(got, expected)
