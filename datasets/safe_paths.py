@@ -78,3 +78,19 @@ def storage_error(path: str | Path, error: OSError) -> StorageError:
         error.errno or errno.EIO,
         f"cannot write '{display_path(path)}': {error.strerror or error} ({hint})",
     )
+
+
+def bytes_safe_output() -> None:
+    """Let log handlers and stdout write any file name (undecodable bytes as \\xNN) instead of
+    failing on it: Hydra's train.log and a UTF-8 stdout encode strictly by default."""
+    import logging
+    import sys
+
+    streams = [getattr(h, "stream", None) for h in logging.getLogger().handlers]
+    for stream in [*streams, sys.stdout, sys.stderr]:
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or unusual stream: leave it as it is
+                pass
