@@ -250,6 +250,9 @@ def resplit_without_unusable(cfg: DictConfig, manifest: pd.DataFrame,
     if all(keep):
         return manifest
     kept = manifest[keep]
+    if kept.empty:
+        recordings.clear()
+        return kept.reset_index(drop=True)  # nothing usable: the caller says so
     ratios, seed = list(cfg.dataset.split_ratios), int(cfg.seed)
     parts = []
     for source, rows in kept.groupby("source", sort=False):
