@@ -15,6 +15,7 @@ import logging
 import os
 from pathlib import Path
 
+from datasets.safe_paths import storage_error
 from edge.detections import Detection
 from edge.raven import FileDetections
 
@@ -35,7 +36,10 @@ class ProgressLedger:
         self.path = Path(out_dir) / PROGRESS_NAME
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.entries: dict[str, dict] = self._read()
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(out_dir, error) from error
         if not self.entries:
             self._start()
 
@@ -61,8 +65,11 @@ class ProgressLedger:
         return entries
 
     def _start(self) -> None:
-        with open(self.path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps({"settings": self.settings}) + "\n")
+        try:
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps({"settings": self.settings}) + "\n")
+        except OSError as error:
+            raise storage_error(self.path, error) from error
 
     def finished(self, name: str, path: Path) -> FileDetections | None:
         """The stored result of ``name`` when the file has not changed since."""
@@ -80,8 +87,11 @@ class ProgressLedger:
             "high_freq_hz": item.high_freq_hz,
             "detections": [[d.start, d.end, d.species, d.confidence] for d in item.detections],
         }
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise storage_error(self.path, error) from error
         self.entries[name] = entry

@@ -294,20 +294,22 @@ def test_resume_after_a_crash_is_identical_to_an_uninterrupted_run(demo_corpus, 
     from training.trainer import Trainer
 
     caplog.set_level(logging.INFO)  # as under Hydra, so the resume notice reaches train.log
+
     def overrides(name: str) -> list[str]:
-        return [*fast_overrides(demo_corpus.bird_dir, tmp_path / name, epochs=3),
-                f"dataset.cache_dir={tmp_path / 'cache'}", "training.scheduler=cosine"]
+        return [*fast_overrides(demo_corpus.bird_dir, tmp_path / name, epochs=2),
+                f"dataset.cache_dir={tmp_path / 'cache'}", "debug.files_limit=12",
+                "training.batch_size=4"]
 
     whole = run_training(compose_config(overrides("whole")), tmp_path / "whole")
 
     original = Trainer.train_epoch
 
-    def crash_in_epoch_3(self, loader, epoch):
-        if epoch == 3:
+    def crash_in_epoch_2(self, loader, epoch):
+        if epoch == 2:
             raise KeyboardInterrupt("killed")
         return original(self, loader, epoch)
 
-    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_3)
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_2)
     crashed_dir = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):
         run_training(compose_config(overrides("crashed")), crashed_dir)
@@ -327,17 +329,16 @@ def test_resume_after_a_crash_is_identical_to_an_uninterrupted_run(demo_corpus, 
 
 
 def test_resume_with_another_model_is_a_config_error(demo_corpus, tmp_path):
-    overrides = fast_overrides(demo_corpus.bird_dir, tmp_path, epochs=1)
-    run_dir = tmp_path / "logs" / "bird_classification" / "first"
-    run_training(compose_config(overrides), run_dir)
-    state = torch.load(run_dir / "last_state.pt", weights_only=True)
-    state["completed"] = False
-    torch.save(state, run_dir / "last_state.pt")
-    cfg = compose_config([*overrides, "training.epochs=2", "training.resume=true",
-                          "model=cnn2d"])
-    with pytest.raises(ConfigError, match="cnn2d|dscnn_gru"):
+    run_dir = tmp_path / "interrupted"
+    run_dir.mkdir()
+    # What an interrupted dscnn_gru run leaves; the check happens before any audio work.
+    torch.save({"completed": False, "model_name": "dscnn_gru", "model_kwargs": {}},
+               run_dir / "last_state.pt")
+    cfg = compose_config([*fast_overrides(demo_corpus.bird_dir, tmp_path, epochs=2),
+                          f"training.resume={run_dir}", "model=cnn2d"])
+    with pytest.raises(ConfigError, match="model.name=dscnn_gru.*cnn2d"):
         run_training(cfg, tmp_path / "elsewhere")
-
+    assert not (tmp_path / "cache").exists()
 
 
 # ----------------------------------------------------------------------------- 8. smaller
@@ -429,3 +430,19 @@ def test_an_unusable_file_does_not_shift_the_split(demo_corpus, tmp_path):
     got, skipped = manifest_of(dirty)
     assert sum("broken_0.wav" in s.path for s in skipped) == 2
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_distillation_species_unknown_to_birdnet_is_a_config_error(tmp_path):
+    folder = tmp_path / "birds" / "Birdus_inventus"
+    write_wav(folder / "a.wav", tone_burst(32000, 2000, 4.0), 32000)
+    (tmp_path / "soft").mkdir()
+    cfg = compose_config(
+        [*fast_overrides(tmp_path / "birds", tmp_path),
+         "dataset.allowed_bird_classes=[Birdus_inventus]",
+         f"dataset.soft_labels_path={tmp_path / 'soft'}"],
+        config_name="distillation_config", config_dir=REPO_ROOT / "distillation" / "configs")
+    from distillation.training_setup import distillation_loss_factory
+
+    with pytest.raises(ConfigError, match="Birdus"):
+        run_training(cfg, tmp_path / "run", distillation_loss_factory)
+    assert not (tmp_path / "cache").exists()
