@@ -377,8 +377,8 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
     best_path = run_dir / BEST_FILENAME
     if state.epoch == 0 or not state.history:
         raise ConfigError(
-            f"No epoch was trained (training.epochs={cfg.training.epochs}, resumed after "
-            f"epoch {state.epoch}); no model saved and {cfg.training.save_path} left untouched"
+            f"No epoch was trained (training.epochs={cfg.training.epochs}); no model saved and "
+            f"{cfg.training.save_path} left untouched"
         )
     if not best_path.exists():
         # No epoch improved on -inf (validation gave no score): the last weights are kept.
