@@ -187,6 +187,18 @@ BAD_CONFIGS = {
     "model.name=resnet999": "resnet999",
     "training.monitor=val_f1": "training.monitor",
     "dataset.target_sr=0": "dataset.target_sr",
+    "training.patience=-1": "training.patience",
+    "training.batch_size=abc": "training.batch_size",
+    "dataset.clip_duration=0": "dataset.clip_duration",
+    "dataset.num_workers=-2": "dataset.num_workers",
+    "dataset.esc50_no_bird_ratio=1.5": "esc50_no_bird_ratio",
+    "dataset.split_ratios=[0.7,0.3]": "split_ratios",
+    "training.scheduler=linear": "training.scheduler",
+    "optimizer.type=SGD": "optimizer.type",
+    "training.device=gpu": "training.device",
+    "seed=1.5": "seed",
+    "dataset.allowed_bird_classes=[]": "empty",
+    "dataset.allowed_bird_classes=[Bubo_bubo,Bubo_bubo]": "more than once",
 }
 
 
@@ -226,15 +238,22 @@ def test_species_whose_files_are_all_unusable_saves_no_model(demo_corpus, tmp_pa
     assert save_path.read_bytes() == b"an earlier good model"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
-def test_unreadable_species_folder_is_a_config_error(demo_corpus, tmp_path):
+def test_unreadable_species_folder_is_a_config_error(demo_corpus, tmp_path, monkeypatch):
+    import training.config_checks as checks
+
     bird_dir = _corpus_copy(demo_corpus, tmp_path)
     (bird_dir / "Apus_apus").chmod(0)
+    if os.geteuid() == 0:  # root reads any folder: let the check see what a user would
+        locked = str(bird_dir / "Apus_apus")
+        real_access = os.access
+        monkeypatch.setattr(checks.os, "access",
+                            lambda p, mode: str(p) != locked and real_access(p, mode))
     try:
         with pytest.raises(ConfigError, match="permission"):
             run_training(compose_config(fast_overrides(bird_dir, tmp_path)), tmp_path / "run")
     finally:
         (bird_dir / "Apus_apus").chmod(0o755)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_generate_no_birds_accepts_a_comma_in_bird_dir(demo_corpus, tmp_path):
