@@ -12,6 +12,12 @@ from collections.abc import Iterator
 def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
     """Bad data, config or checkpoint: log the message, print it, exit 2 (no traceback)."""
     from datasets.audio_utils import AudioLoadError
+    from datasets.safe_paths import (
+        StorageError,
+        UnsafePathError,
+        bytes_safe_output,
+        display_path,
+    )
     from datasets.split_manifest import DatasetError
     from distillation.datasets.soft_label_dataset import MissingSoftLabelsError
     from distillation.losses.class_weights import ClassWeightError
@@ -22,10 +28,12 @@ def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
 
     user_errors = (DatasetError, ConfigError, CheckpointError, FileNotFoundError,
                    AudioLoadError, MissingSoftLabelsError, ClassWeightError, SoftLabelError,
-                   UnknownSpeciesError)
+                   UnknownSpeciesError, UnsafePathError, StorageError)
+    bytes_safe_output()
     try:
         yield
     except user_errors as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
+        message = display_path(str(error))  # a file name may hold bytes that are not UTF-8
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--download_esc50", action="store_true",
                         help="download ESC-50 into --esc50_dir when it is missing")
     parser.add_argument("--num_workers", type=int, default=DEFAULTS.num_workers)
+    parser.add_argument("--cache_dir", default=DEFAULTS.cache_dir,
+                        help="decoded-audio cache, as dataset.cache_dir")
     return parser.parse_args(argv)
 
 
@@ -54,23 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("generate_no_birds_samples")
     with exit_on_user_error(log):
         species = args.species or species_folders(Path(args.bird_dir))
-        overrides = [
-            f"dataset.bird_data_dir={args.bird_dir}",
-            f"dataset.esc50_dir={args.esc50_dir}",
-            f"dataset.allowed_bird_classes=[{','.join(species)}]",
-            f"dataset.energy_threshold_factor={args.energy_threshold_factor}",
-            f"dataset.target_sr={args.sample_rate}",
-            f"dataset.esc50_download={str(args.download_esc50).lower()}",
-            f"dataset.num_workers={args.num_workers}",
-            f"seed={args.seed}",
-        ]
+        # Values are set on the composed config, not written into override strings: a
+        # folder name with a comma, quote or '=' must not be parsed as Hydra syntax.
+        values = {
+            "dataset.bird_data_dir": args.bird_dir,
+            "dataset.esc50_dir": args.esc50_dir,
+            "dataset.allowed_bird_classes": list(species),
+            "dataset.energy_threshold_factor": args.energy_threshold_factor,
+            "dataset.target_sr": args.sample_rate,
+            "dataset.esc50_download": bool(args.download_esc50),
+            "dataset.num_workers": args.num_workers,
+            "dataset.cache_dir": args.cache_dir,
+            "seed": args.seed,
+        }
         if args.group_regex:
-            overrides.append(f"dataset.group_regex='{args.group_regex}'")
+            values["dataset.group_regex"] = args.group_regex
         if args.split_ratios:
-            overrides.append(f"dataset.split_ratios=[{','.join(map(str, args.split_ratios))}]")
-        table, skipped = generate_no_birds(
-            training_config(overrides), args.output_dir, args.num_samples, args.esc50_ratio
-        )
+            values["dataset.split_ratios"] = list(args.split_ratios)
+        cfg = training_config([])
+        for key, value in values.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        table, skipped = generate_no_birds(cfg, args.output_dir, args.num_samples,
+                                           args.esc50_ratio)
         by_split = table.groupby(["split", "source_type"]).size().to_dict()
         log.info("Wrote %d samples to %s: %s", len(table), args.output_dir, by_split)
         if skipped:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from benchmark.paths import bench_path, repo_path
 from datasets.audio_utils import is_audio_file
+from datasets.safe_paths import path_inside
 from datasets.split_manifest import DatasetError, SkippedFile, SourceFile, limit_files_per_class
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
     for row in manifest:
         if row["split"] != "test":
             continue
-        file = roots.get(row["source"], roots["bird"]) / row["path"]
+        file = path_inside(roots.get(row["source"], roots["bird"]), row["path"],
+                           "the checkpoint's split manifest")
         if not file.is_file():
             skipped.append(SkippedFile(str(file), "test file not found", "discovery"))
             continue

@@ -40,7 +40,8 @@ class DecodedAudioCache:
         self._max_open = max_open
 
     def _key(self, path: str | Path) -> str:
-        digest = hashlib.sha1(f"{file_fingerprint(path)}|{self.sample_rate}".encode())
+        digest = hashlib.sha1(  # a name need not be valid UTF-8
+            f"{file_fingerprint(path)}|{self.sample_rate}".encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
     def _npy_path(self, key: str) -> Path:

@@ -7,6 +7,7 @@ goes through these functions so that the student and the teacher see identical s
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def is_audio_file(path: str | Path) -> bool:
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """Decode by content, never by extension: real '.mp3' files are sometimes WAV."""
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        # Bytes, so a name that is not valid UTF-8 opens (soundfile encodes str strictly).
+        data, sr = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
         return data, int(sr)
     except Exception as sf_error:  # noqa: BLE001 - any decoder failure means "try the fallback"
         try:
@@ -53,7 +55,19 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             data = np.atleast_2d(data).T.astype(np.float32)
             return data, int(sr)
         except Exception:  # noqa: BLE001
-            raise AudioLoadError(f"cannot decode audio ({sf_error})") from sf_error
+            raise AudioLoadError(decode_failure_reason(sf_error)) from sf_error
+
+
+def decode_failure_reason(error: Exception) -> str:
+    """What to tell the user when no decoder reads a file that exists.
+
+    libsndfile answers "File does not exist or is not a regular file" for tiny or truncated
+    files it cannot parse; the file does exist (we checked), so that text would mislead.
+    """
+    detail = str(error)
+    if "does not exist" in detail or "not a regular file" in detail:
+        return "cannot decode audio (not a recognised audio format, or truncated or corrupt)"
+    return f"cannot decode audio ({detail})"
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
@@ -96,7 +110,7 @@ def load_audio(path: str | Path, target_sr: int | None = None) -> tuple[np.ndarr
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the header, without decoding the whole file."""
     try:
-        return float(sf.info(str(path)).duration)
+        return float(sf.info(os.fsencode(path)).duration)
     except Exception as error:  # noqa: BLE001
         raise AudioLoadError(f"cannot read audio header ({error})") from error
 

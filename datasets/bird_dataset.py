@@ -31,7 +31,8 @@ from datasets.audio_utils import (
 )
 from datasets.augmentation import mix_at_snr, random_snr_db
 from datasets.empty_segment_dataset import find_quiet_segments
-from datasets.split_manifest import SkippedFile
+from datasets.safe_paths import StorageError, display_path, path_inside
+from datasets.split_manifest import DatasetError, SkippedFile
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def _prepare_with_cache(
         key = cache.ensure(abs_path)
     except AudioLoadError as error:
         return None, str(error)
+    except StorageError:
+        raise  # the cache cannot be written: not this file's fault, and no file would work
     except OSError as error:
         return None, f"cannot read file ({error})"
     bird = row["source"] == "bird" and row["label"] != NO_BIRDS
@@ -142,6 +145,16 @@ def _prepare_in_worker(args: tuple) -> tuple[dict | None, str | None]:
     return _prepare_with_cache(row, abs_path, DecodedAudioCache(cache_dir, sample_rate), settings)
 
 
+def source_file(roots: dict[str, Path], row: dict) -> Path:
+    """The file a manifest row names, always inside its source's folder."""
+    if row["source"] not in roots:
+        raise DatasetError(
+            f"split manifest row '{display_path(row['path'])}' has source '{row['source']}', "
+            f"not one of {sorted(roots)}; regenerate the manifest"
+        )
+    return path_inside(roots[row["source"]], row["path"], f"split manifest ({row['source']})")
+
+
 def prepare_recordings(
     manifest: pd.DataFrame,
     roots: dict[str, Path],
@@ -154,7 +167,7 @@ def prepare_recordings(
     rows = manifest.to_dict(orient="records")
     cache_dir = cache.cache_dir.parent if cache.cache_dir is not None else None
     jobs = [
-        (row, str(roots[row["source"]] / row["path"]), cache_dir, cache.sample_rate, settings)
+        (row, str(source_file(roots, row)), cache_dir, cache.sample_rate, settings)
         for row in rows
     ]
     parallel = num_workers > 1 and cache_dir is not None and len(jobs) > 4

@@ -46,6 +46,7 @@ from datasets.split_manifest import (
     SPLITS,
     DatasetError,
     SkippedFile,
+    SourceFile,
     build_split_manifest,
     limit_files_per_class,
     load_manifest,
@@ -205,6 +206,8 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
     recordings = prepare_recordings(
         manifest, source_roots(cfg), cache, settings, skipped, num_workers=int(ds.num_workers)
     )
+    if not (manifest_path or ds.split_manifest):
+        manifest = resplit_without_unusable(cfg, manifest, recordings, skipped)
     if not any(r.source == "bird" for r in recordings):
         raise DatasetError(
             "No usable audio remains after skipping bad files; see the warnings above "
@@ -236,6 +239,55 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
     bundle = DataBundle(class_names, manifest, datasets, recordings, cache, skipped, unlabelled)
     _check_usable(bundle)
     return bundle
+
+
+def resplit_without_unusable(cfg: DictConfig, manifest: pd.DataFrame,
+                             recordings: list[PreparedRecording],
+                             skipped: list[SkippedFile]) -> pd.DataFrame:
+    """The split of the usable files only, so an unreadable file shifts nobody's split.
+
+    The split is dealt over the file list; a file that turns out unusable would otherwise
+    hold a place and change which recordings land in validation and test. The recordings
+    take the new split (windows and no_birds choices follow it).
+    """
+    usable = {(r.source, r.path) for r in recordings}
+    keep = [(s, p) in usable for s, p in zip(manifest["source"], manifest["path"], strict=True)]
+    if all(keep):
+        return manifest
+    kept = manifest[keep]
+    if kept.empty:
+        recordings.clear()
+        return kept.reset_index(drop=True)  # nothing usable: the caller says so
+    ratios, seed = list(cfg.dataset.split_ratios), int(cfg.seed)
+    parts = []
+    for source, rows in kept.groupby("source", sort=False):
+        files = [SourceFile(p, lab, str(source)) for p, lab in zip(rows["path"], rows["label"],
+                                                                   strict=True)]
+        if source == "bird":
+            parts.append(build_split_manifest(files, ratios, seed=seed,
+                                              group_regex=cfg.dataset.group_regex))
+        elif source == ESC50:
+            parts.append(esc50_split_manifest(files, ratios, seed))
+        else:
+            parts.append(rows)  # pre-generated no_birds clips keep the split they were made in
+    resplit = pd.concat(parts, ignore_index=True)
+    # A pre-generated quiet segment must still sit in its source recording's split.
+    bird_split = {f"no_birds:{p}": sp for p, sp, so in zip(
+        resplit["path"], resplit["split"], resplit["source"], strict=True) if so == "bird"}
+    moved = [so == "no_birds" and g in bird_split and bird_split[g] != sp for so, g, sp in zip(
+        resplit["source"], resplit["group"], resplit["split"], strict=True)]
+    for path in resplit["path"][moved]:
+        skipped.append(SkippedFile(path, "its source recording moved to another split once "
+                                   "unusable files were left out; regenerate no-birds samples",
+                                   "no_birds"))
+    resplit = resplit[[not m for m in moved]].reset_index(drop=True)
+    split_of = dict(zip(zip(resplit["source"], resplit["path"], strict=True), resplit["split"],
+                        strict=True))
+    recordings[:] = [r for r in recordings if (r.source, r.path) in split_of]
+    for recording in recordings:
+        recording.split = split_of[(recording.source, recording.path)]
+    log.info("Split made again without the %d unusable files", len(keep) - sum(keep))
+    return resplit
 
 
 def no_birds_counts(cfg: DictConfig, examples: dict[str, list[WindowExample]],
@@ -273,5 +325,14 @@ def _check_usable(bundle: DataBundle) -> None:
     for split, per_class in counts.items():
         log.info("%-5s windows per class: %s", split, per_class)
     missing = [name for name, n in counts["train"].items() if n == 0]
+    species_missing = [name for name in missing if name != NO_BIRDS]
+    if species_missing:
+        # A model with a class it never saw would be saved as if it knew it.
+        raise DatasetError(
+            f"Species {species_missing} have no usable training windows (their recordings "
+            "are missing, unreadable or all in the validation/test splits; see "
+            "skipped_files.csv). Add recordings or remove them from "
+            "dataset.allowed_bird_classes."
+        )
     if missing:
         log.warning("Classes with no training windows: %s", missing)

@@ -13,19 +13,31 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from datasets.safe_paths import StorageError, storage_error
+
 
 def write_atomic(path: str | Path, writer: Callable[[IO[bytes]], object]) -> Path:
-    """Run ``writer`` on a temporary file next to ``path``, then rename it into place."""
+    """Run ``writer`` on a temporary file next to ``path``, then rename it into place.
+
+    Any OS error while writing (a full disk, a read-only folder, numpy's "n requested and m
+    written" short write) is a StorageError naming the file: it is never about the input.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; a new file follows the umask.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as handle:
             writer(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except StorageError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise storage_error(path, error) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -43,4 +55,15 @@ def write_json_atomic(value: object, path: str | Path) -> Path:
 
 
 def save_table_atomic(table: pd.DataFrame, path: str | Path) -> Path:
-    return write_atomic(path, lambda handle: table.to_csv(handle, index=False))
+    # File names that are not valid UTF-8 are written as their original bytes, and read back
+    # identically by read_table (surrogateescape on both sides).
+    return write_atomic(
+        path, lambda handle: table.to_csv(handle, index=False, errors="surrogateescape")
+    )
+
+
+def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
+    """A CSV this project wrote (all columns as strings unless ``dtype`` says otherwise)."""
+    kwargs.setdefault("dtype", str)
+    kwargs.setdefault("keep_default_na", False)
+    return pd.read_csv(path, encoding_errors="surrogateescape", **kwargs)

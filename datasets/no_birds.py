@@ -16,6 +16,7 @@ comes from a recording seen in training.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import pad_or_crop
 from datasets.bird_dataset import PreparedRecording
 from datasets.file_io import save_table_atomic, write_json_atomic, write_wav_atomic
+from datasets.safe_paths import plain_file_name
 from datasets.split_manifest import SPLITS, DatasetError, read_split_table
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,29 @@ def read_no_birds_folder(folder: str | Path) -> pd.DataFrame:
             f"'python generate_no_birds_samples.py --output_dir {folder}' first, or set "
             "dataset.load_pregenerated_no_birds=false to generate them at start-up."
         )
-    return read_split_table(manifest_path, NO_BIRDS_MANIFEST_COLUMNS)
+    table = read_split_table(manifest_path, NO_BIRDS_MANIFEST_COLUMNS)
+    # The generator writes bare file names; anything else was not written by it.
+    for name in table["file"]:
+        plain_file_name(name, f"'{manifest_path}' (column file)")
+    return table
+
+
+# The names file_name() gives; only such files are ever deleted from an output folder.
+_GENERATED_NAME = re.compile(r"(esc50|quiet)__.+__\d{7}ms\.wav")
+
+
+def _remove_stale_samples(output_dir: Path, stale: set[str]) -> int:
+    """Delete samples an earlier run of this generator listed and the new plan dropped: bare
+    names in its own naming scheme, regular files (never a symlink or a folder)."""
+    removed = 0
+    for name in sorted(stale):
+        target = output_dir / name
+        if not _GENERATED_NAME.fullmatch(name) or target.is_symlink() or not target.is_file():
+            log.warning("Not removing '%s': not a sample this generator writes", target)
+            continue
+        target.unlink()
+        removed += 1
+    return removed
 
 
 def write_no_birds_folder(
@@ -173,6 +197,9 @@ def write_no_birds_folder(
     the new plan no longer contains. Nothing else in the folder is touched.
     """
     output_dir = Path(output_dir)
+    previous = output_dir / NO_BIRDS_MANIFEST
+    # Read (and check) the earlier manifest before anything is written.
+    earlier = set(read_no_birds_folder(output_dir)["file"]) if previous.is_file() else set()
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = samples_to_manifest(samples)
     if len(set(manifest["file"])) != len(manifest):
@@ -189,13 +216,9 @@ def write_no_birds_folder(
         )
         write_wav_atomic(target, audio, cache.sample_rate)
         written += 1
-    previous = output_dir / NO_BIRDS_MANIFEST
-    if previous.is_file():
-        stale = set(read_no_birds_folder(output_dir)["file"]) - set(manifest["file"])
-        for name in stale:
-            (output_dir / name).unlink(missing_ok=True)
-        if stale:
-            log.info("Removed %d samples of an earlier plan", len(stale))
+    removed = _remove_stale_samples(output_dir, earlier - set(manifest["file"]))
+    if removed:
+        log.info("Removed %d samples of an earlier plan", removed)
     save_table_atomic(manifest, previous)
     write_json_atomic(record, output_dir / GENERATION_RECORD)
     log.info("%d no-birds samples in %s (%d new)", len(manifest), output_dir, written)

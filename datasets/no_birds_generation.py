@@ -21,6 +21,7 @@ from datasets.dataset_factory import (
     class_names_from_config,
     esc50_category_map,
     esc50_manifest,
+    resplit_without_unusable,
     source_roots,
     window_settings_from_config,
 )
@@ -92,6 +93,8 @@ def generate_no_birds(
         manifest, source_roots(cfg), cache, window_settings_from_config(ds), skipped,
         num_workers=int(ds.num_workers),
     )
+    # The same split training makes: of the usable files only.
+    manifest = resplit_without_unusable(cfg, manifest, recordings, skipped)
     candidates = candidate_samples(recordings, esc50_category_map(Path(ds.esc50_dir), manifest))
     counts = split_counts(num_samples, list(ds.split_ratios))
     plan = plan_no_birds_samples(candidates, counts, esc50_ratio, int(cfg.seed))

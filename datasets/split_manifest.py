@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.audio_utils import is_audio_file
-from datasets.file_io import save_table_atomic
+from datasets.file_io import read_table, save_table_atomic
+from datasets.file_scan import scan_audio_tree
+from datasets.safe_paths import path_inside
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,9 @@ def scan_species_folders(
             log.warning("Species folder '%s' is missing (available: %s)", folder, available)
             skipped.append(SkippedFile(str(folder), "species folder missing", "scan"))
             continue
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p))
-        for other in sorted(p for p in folder.rglob("*") if p.is_file() and not is_audio_file(p)):
-            if not other.name.startswith("."):
-                skipped.append(SkippedFile(str(other), "not an audio file extension", "scan"))
+        found = scan_audio_tree(
+            folder, lambda path, reason: skipped.append(SkippedFile(str(path), reason, "scan"))
+        )
         if not found:
             log.warning("Species folder '%s' holds no audio files", folder)
             skipped.append(SkippedFile(str(folder), "species folder empty", "scan"))
@@ -196,12 +196,19 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"Split manifest '{path}' not found")
-    return read_split_table(path, MANIFEST_COLUMNS)
+    table = read_split_table(path, MANIFEST_COLUMNS)
+    for row_path in table["path"]:
+        path_inside(".", row_path, f"split manifest '{path}'")  # before any file is opened
+    return table
 
 
 def read_split_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """A CSV with a ``split`` column, all as strings, checked for columns and split names."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        table = read_table(path)
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DatasetError(f"'{path}' is not a readable CSV table ({error}); regenerate it") \
+            from error
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DatasetError(f"'{path}' lacks columns {missing}; regenerate it")

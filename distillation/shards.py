@@ -34,7 +34,9 @@ class ShardError(ValueError):
 
 def shard_of(key: str, num_shards: int) -> int:
     """The shard a file belongs to: a stable hash of its key, not of its position in a list."""
-    return int(hashlib.sha1(key.encode()).hexdigest(), 16) % num_shards
+    # A file name need not be valid UTF-8: its original bytes are hashed.
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+    return int(digest, 16) % num_shards
 
 
 def check_shard(num_shards: int, shard_index: int) -> None:

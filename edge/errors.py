@@ -20,9 +20,17 @@ def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
     predict.py must run with numpy, soundfile and onnxruntime alone. Loaders convert the
     project's own errors (``CheckpointError``...) into ``EdgeError`` at their boundary.
     """
+    from datasets.safe_paths import (
+        StorageError,
+        UnsafePathError,
+        bytes_safe_output,
+        display_path,
+    )
+
+    bytes_safe_output()
     try:
         yield
-    except (EdgeError, FileNotFoundError) as error:
+    except (EdgeError, FileNotFoundError, UnsafePathError, StorageError) as error:
         log.debug("user error", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {display_path(str(error))}", file=sys.stderr)
         sys.exit(2)

@@ -28,6 +28,7 @@ from datasets.audio_utils import (
     pad_or_crop,
     sliding_window_starts,
 )
+from datasets.safe_paths import path_inside
 from datasets.split_manifest import SkippedFile
 from edge.errors import EdgeError
 
@@ -118,7 +119,7 @@ def split_windows(
             break
         row = manifest[i]
         root = root_of.get(row["source"])
-        path = (root / row["path"]) if root else Path(row["path"])
+        path = path_inside(root or ".", row["path"], "the checkpoint's split manifest")
         if row["label"] not in class_names:
             skipped.append(SkippedFile(str(path), f"label {row['label']} not a model class",
                                        purpose))

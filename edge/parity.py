@@ -59,7 +59,7 @@ def check_parity(checkpoint_path: str | Path, exported_dir: str | Path,
     from edge.export import load_student
     from edge.manifest_windows import LabelledWindows, split_windows
     from edge.runtime import OnnxClassifier, TorchClassifier
-    from edge.sidecar import read_sidecar
+    from edge.sidecar import model_file, read_sidecar
     from training.metrics import classification_metrics
 
     exported_dir = Path(exported_dir)
@@ -75,14 +75,14 @@ def check_parity(checkpoint_path: str | Path, exported_dir: str | Path,
     names = info.class_names
     torch_logits = _batched(TorchClassifier(checkpoint_path, threads).predict_logits,
                             windows.audio)
-    fp32 = OnnxClassifier(exported_dir / info.files["fp32"], info, threads)
+    fp32 = OnnxClassifier(model_file(exported_dir, info, "fp32"), info, threads)
     fp32_logits = _batched(fp32.predict_logits, windows.audio)
     fp32_metrics = classification_metrics(windows.labels, fp32_logits.argmax(1), names)
     torch_metrics = classification_metrics(windows.labels, torch_logits.argmax(1), names)
 
     int8_agree = int8_f1 = int8_acc = None
     if "int8" in info.files:
-        int8 = OnnxClassifier(exported_dir / info.files["int8"], info, threads)
+        int8 = OnnxClassifier(model_file(exported_dir, info, "int8"), info, threads)
         int8_logits = _batched(int8.predict_logits, windows.audio)
         int8_agree = float((int8_logits.argmax(1) == fp32_logits.argmax(1)).mean())
         int8_metrics = classification_metrics(windows.labels, int8_logits.argmax(1), names)

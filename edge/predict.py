@@ -6,6 +6,7 @@ Outputs in ``--out``:
   combined.selection.table.txt      Raven table of all files
   <relative path>.labels.txt, kaleidoscope.csv   with --formats audacity / kaleidoscope
   skipped_files.csv                 path,reason,stage of every file that could not be used
+  predict_progress.jsonl            files already analysed: the same command resumes from it
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from datasets.audio_utils import AudioLoadError, audio_duration, is_audio_file
+from datasets.audio_utils import AudioLoadError, audio_duration
 from datasets.file_io import save_table_atomic
+from datasets.file_scan import scan_audio_tree
+from datasets.safe_paths import display_path
 from datasets.split_manifest import SkippedFile
 from edge.detections import (
     DETECTION_COLUMNS,
@@ -35,6 +38,7 @@ from edge.detections import (
     window_detections,
 )
 from edge.errors import EdgeError, exit_on_user_error
+from edge.predict_progress import ProgressLedger
 from edge.raven import (
     COMBINED_TABLE_NAME,
     TABLE_SUFFIX,
@@ -51,6 +55,7 @@ DETECTIONS_NAME = "detections.csv"
 SKIPPED_NAME = "skipped_files.csv"
 SKIPPED_COLUMNS = ["path", "reason", "stage"]
 DEFAULT_BATCH = 16
+TABLE_FLUSH_S = 30.0  # a long folder run rewrites its combined tables at most this often
 
 
 @dataclass
@@ -87,12 +92,9 @@ def find_inputs(input_path: Path, skipped: list[SkippedFile]) -> tuple[Path, lis
         return input_path.parent, [input_path]
     if not input_path.is_dir():
         raise EdgeError(f"input not found: {input_path}. Give an audio file or a folder of them")
-    files = []
-    for path in sorted(p for p in input_path.rglob("*") if p.is_file()):
-        if is_audio_file(path):
-            files.append(path)
-        elif not path.name.startswith("."):
-            skipped.append(SkippedFile(str(path), "not an audio file extension", "scan"))
+    files = scan_audio_tree(
+        input_path, lambda path, reason: skipped.append(SkippedFile(str(path), reason, "scan"))
+    )
     if not files:
         raise EdgeError(f"no audio files (.wav, .mp3, .flac, .ogg) in {input_path}")
     return input_path, files
@@ -166,7 +168,9 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
     )
     summary = PredictionSummary(out_dir, skipped=skipped, model=classifier.description)
     names = table_names(files, root)
+    ledger = ProgressLedger(out_dir, run_settings(model, classifier, options, thresholds, root))
     started = time.perf_counter()
+    flushed = started
     durations = {p: _duration_or_zero(p) for p in files}
     with tqdm(total=sum(durations.values()), unit="s", desc="audio analysed",
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]",
@@ -174,6 +178,11 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
         for path in files:
             name = path.relative_to(root).as_posix()
             progress.set_postfix_str(name[-40:], refresh=False)
+            done = ledger.finished(name, path)
+            if done is not None:  # analysed by an earlier, interrupted run of this command
+                summary.files.append(done)
+                progress.update(durations[path])
+                continue
             try:
                 found, stats = analyse_file(classifier, path, name, options, thresholds,
                                             progress, durations[path])
@@ -187,7 +196,19 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
                                   info.low_freq_hz, high)
             write_file_tables(out_dir, names[path], item, info.common_names, formats)
             summary.files.append(item)
+            ledger.record(name, path, item)
+            if time.perf_counter() - flushed > TABLE_FLUSH_S:
+                # A killed run keeps what it found so far.
+                write_tables(summary, info, formats, root)
+                flushed = time.perf_counter()
     summary.seconds = time.perf_counter() - started
+    write_tables(summary, info, formats, root)
+    return summary
+
+
+def write_tables(summary: PredictionSummary, info, formats, root: Path) -> None:
+    """detections.csv, the combined Raven table and skipped_files.csv of the files so far."""
+    out_dir = summary.out_dir
     rows = [d.row() for d in summary.detections]
     table = pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
     save_table_atomic(table, out_dir / DETECTIONS_NAME)
@@ -196,10 +217,23 @@ def run_prediction(model: str | Path, input_path: str | Path, out_dir: str | Pat
     if "kaleidoscope" in formats:
         write_kaleidoscope(out_dir / KALEIDOSCOPE_NAME, root.resolve(), summary.files,
                            info.common_names)
-    save_table_atomic(
-        pd.DataFrame([vars(s) for s in skipped], columns=SKIPPED_COLUMNS), out_dir / SKIPPED_NAME
-    )
-    return summary
+    save_table_atomic(pd.DataFrame([vars(s) for s in summary.skipped], columns=SKIPPED_COLUMNS),
+                      out_dir / SKIPPED_NAME)
+
+
+def run_settings(model: str | Path, classifier: Classifier, options: PredictOptions,
+                 thresholds: np.ndarray, root: Path) -> dict:
+    """What makes a file's result reusable by a resumed run: model, options and input."""
+    model_path = Path(model)
+    stat = model_path.stat()
+    return {
+        "model": str(model_path.resolve()), "model_stamp": [stat.st_size, stat.st_mtime_ns],
+        "info": classifier.info.to_json(), "description": classifier.description,
+        "hop_s": options.hop_s, "thresholds": [float(t) for t in thresholds],
+        "merge": options.merge, "input": str(root.resolve()),
+        # Per-file tables of resumed files were written in these formats.
+        "formats": sorted(parse_formats(options.formats)),
+    }
 
 
 def _duration_or_zero(path: Path) -> float:
@@ -223,7 +257,7 @@ def format_summary(summary: PredictionSummary) -> str:
     if summary.skipped:
         lines.append(f"skipped {len(summary.skipped)} file(s); reasons in {SKIPPED_NAME}:")
         for item in summary.skipped[:10]:
-            lines.append(f"  {item.path}: {item.reason}")
+            lines.append(f"  {display_path(item.path)}: {item.reason}")
         if len(summary.skipped) > 10:
             lines.append(f"  ... and {len(summary.skipped) - 10} more")
     lines.append(f"outputs in {summary.out_dir}: {DETECTIONS_NAME}, {COMBINED_TABLE_NAME}, "

@@ -78,7 +78,8 @@ def format_table(rows: list[list[str]]) -> str:
 
 
 def _write(path: Path, text: str) -> Path:
-    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+    # A file name that is not valid UTF-8 is written as its original bytes.
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8", "surrogateescape")))
 
 
 def write_selection_table(path: str | Path, item: FileDetections,

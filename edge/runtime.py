@@ -19,6 +19,7 @@ from edge.sidecar import (
     INT8_FILENAME,
     ModelInfo,
     info_from_onnx_metadata,
+    model_file,
     read_sidecar,
 )
 
@@ -145,12 +146,12 @@ def load_classifier(path: str | Path, threads: int = 1, precision: str = "int8")
         )
     if path.is_dir():
         info = read_sidecar(path)
-        name = info.files.get(precision)
-        if name is None:
-            fallback = INT8_FILENAME if precision == "fp32" else FP32_FILENAME
-            name = info.files.get("fp32" if precision == "int8" else "int8", fallback)
-            log.warning("%s has no %s model; using %s", path, precision, name)
-        onnx_path = path / name
+        kind = precision
+        if kind not in info.files:
+            kind = "fp32" if precision == "int8" else "int8"
+            info.files.setdefault(kind, INT8_FILENAME if kind == "int8" else FP32_FILENAME)
+            log.warning("%s has no %s model; using %s", path, precision, info.files[kind])
+        onnx_path = model_file(path, info, kind)
         if not onnx_path.is_file():
             raise EdgeError(f"{onnx_path} is listed in {path}/model.json but missing; re-export")
         return OnnxClassifier(onnx_path, info, threads)

@@ -88,6 +88,17 @@ class ModelInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def model_file(model_dir: str | Path, info: ModelInfo, kind: str) -> Path:
+    """The ONNX file ``info.files[kind]`` names; always a bare name inside ``model_dir``."""
+    from datasets.safe_paths import UnsafePathError, plain_file_name
+
+    where = f"{Path(model_dir) / SIDECAR_FILENAME} (files.{kind})"
+    try:
+        return Path(model_dir) / plain_file_name(str(info.files[kind]), where)
+    except UnsafePathError as error:
+        raise EdgeError(str(error)) from error
+
+
 def write_sidecar(info: ModelInfo, out_dir: str | Path) -> Path:
     from datasets.file_io import write_atomic
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def _open(path: Path) -> sf.SoundFile | None:
     if path.stat().st_size == 0:
         raise AudioLoadError("zero-length file")
     try:
-        return sf.SoundFile(str(path))
+        return sf.SoundFile(os.fsencode(path))  # bytes: any file name opens
     except Exception as error:  # noqa: BLE001 - libsndfile cannot read it: try the fallback
         log.debug("soundfile cannot open %s (%s); falling back to load_audio", path, error)
         return None

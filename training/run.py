@@ -35,6 +35,7 @@ from models import (
     save_checkpoint,
 )
 from modules import SpecAugment
+from training.config_checks import ConfigError, check_resume_state, check_training_config
 from training.distributed import (
     DistEnv,
     barrier,
@@ -46,6 +47,7 @@ from training.distributed import (
 from training.metrics import classification_metrics
 from training.plots import plot_confusion_matrix, plot_training_history
 from training.pretrain import check_stage, load_pretrained
+from training.resume_state import capture_rng_state, continue_log_in, restore_rng_state
 from training.trainer import FitState, LossFn, Trainer, cross_entropy_loss, monitor_score
 
 log = logging.getLogger(__name__)
@@ -56,10 +58,6 @@ BEST_FILENAME = "best_model.pt"
 NON_ARCHITECTURE_KEYS = {"name", "n_classes", "frontend_lr", "pretrained"}
 
 LossFactory = Callable[[DictConfig, DataBundle], LossFn]
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
 
 
 def seed_everything(seed: int) -> None:
@@ -175,7 +173,9 @@ def make_loaders(cfg: DictConfig, data: DataBundle,
             shuffle=split == "train" and sampler is None,
             sampler=sampler,
             num_workers=workers,
-            persistent_workers=workers > 0,
+            # Persistent workers would carry their random streams across epochs; fresh ones
+            # are seeded from the generator each epoch, so a resumed epoch is identical.
+            persistent_workers=workers > 0 and split != "train",
             generator=generator if split == "train" and sampler is None else None,
             drop_last=False,
         )
@@ -216,13 +216,19 @@ def run_training(
     loss_factory: LossFactory | None = None,
 ) -> dict:
     """Train, select the best epoch on validation, test it, write every output; return results."""
+    check_training_config(cfg)  # every config problem, at once, before any audio is touched
     device = resolve_device(str(cfg.training.device))
     env = init_distributed(device)
     device = local_device(device, env)
     run_dir = Path(from_rank0(str(run_dir), env))
     resume_path = find_resume_state(cfg)
+    saved = None
     if resume_path is not None:
-        # An interrupted run continues in its own folder, with its own split manifest.
+        # An interrupted run continues in its own folder, with its own split manifest and log.
+        saved = torch.load(resume_path, weights_only=True, map_location="cpu")
+        check_resume_state(saved, str(cfg.model.name),
+                           model_arguments(cfg, len(cfg.dataset.allowed_bird_classes) + 1))
+        continue_log_in(resume_path.parent, run_dir)
         run_dir = resume_path.parent
         log.info("Resuming the run in %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -271,15 +277,14 @@ def run_training(
     loaders = make_loaders(cfg, data, env)
 
     state = FitState()
-    if resume_path is not None:
-        saved = torch.load(resume_path, weights_only=True, map_location=device)
+    if saved is not None:
         check_class_names(saved.get("class_names", []), data.class_names)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer_state"])
         if scheduler is not None and saved.get("scheduler_state"):
             scheduler.load_state_dict(saved["scheduler_state"])
         state = FitState(**saved["fit_state"])
-        torch.set_rng_state(saved["torch_rng"])
+        restore_rng_state(saved, loaders["train"].generator)
         log.info("Resumed after epoch %d (best %s at epoch %d)",
                  state.epoch, cfg.training.monitor, state.best_epoch)
 
@@ -298,6 +303,10 @@ def run_training(
             extra={"epoch": epoch, "split_manifest": manifest_records},
         )
 
+    # Saved with the state: a resumed run checks it rebuilds the same model, and continues
+    # the same random streams (shuffle order, augmentation) as an uninterrupted run.
+    run_identity = {"model_name": model_name, "model_kwargs": arguments,
+                    "rng": lambda: capture_rng_state(loaders["train"].generator)}
     monitor = str(cfg.training.monitor)
     patience = int(cfg.training.patience)
     min_delta = float(cfg.training.min_delta)
@@ -340,19 +349,20 @@ def run_training(
             save_model(periodic, epoch, {"val": val_metrics})
         if env.is_main:
             _save_state(run_dir, model, optimizer, scheduler, state, data.class_names,
-                        completed=False)
+                        completed=False, extra=run_identity)
     if state.bad_epochs >= patience > 0:
         log.info("Early stopping: no %s improvement for %d epochs", monitor, patience)
 
     results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model, env)
     if env.is_main:
-        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True)
+        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True,
+                    extra=run_identity)
     cleanup(env)
     return results
 
 
 def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
-                class_names: list[str], completed: bool) -> None:
+                class_names: list[str], completed: bool, extra: dict) -> None:
     _atomic_torch_save(
         {
             "class_names": class_names,
@@ -360,8 +370,10 @@ def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
             "optimizer_state": optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
             "fit_state": asdict(state),
-            "torch_rng": torch.get_rng_state(),
             "completed": completed,
+            "model_name": extra["model_name"],
+            "model_kwargs": extra["model_kwargs"],
+            **extra["rng"](),
         },
         run_dir / STATE_FILENAME,
     )
@@ -371,8 +383,13 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
             summary: dict, save_model, env: DistEnv) -> dict:
     """Test the best model and write results.json, plots and the copy at training.save_path."""
     best_path = run_dir / BEST_FILENAME
+    if state.epoch == 0 or not state.history:
+        raise ConfigError(
+            f"No epoch was trained (training.epochs={cfg.training.epochs}); no model saved and "
+            f"{cfg.training.save_path} left untouched"
+        )
     if not best_path.exists():
-        # No epoch ran (e.g. epochs=0): the current weights are the best we have.
+        # No epoch improved on -inf (validation gave no score): the last weights are kept.
         save_model(best_path, state.epoch, {})
     barrier(env)  # rank 0 has written the best checkpoint
     best_model, checkpoint = load_checkpoint(best_path)
