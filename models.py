@@ -166,8 +166,22 @@ def projection_head(in_dim: int, embedding_dim: int, attention_hidden: int = 0
     )
 
 
+class RecurrentClassifier(AudioClassifier):
+    """A model whose ``frames`` (B, T', H) feed both the class head and the projection."""
+
+    def frames(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.frames(features))
+
+    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.frames(features)
+        return self.head(x), self.projection(x)
+
+
 @register_model("dscnn_gru")
-class DSCNNGRU(AudioClassifier):
+class DSCNNGRU(RecurrentClassifier):
     """The default edge student (~50k parameters): 1-D depthwise-separable CNN + GRU + attention.
 
     Feature bins are channels and time is the only conv axis, which is far cheaper than 2-D
@@ -234,12 +248,6 @@ class DSCNNGRU(AudioClassifier):
         x, _ = self.gru(x.transpose(1, 2))  # (B, T', H)
         return x
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.frames(features))
-
-    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.frames(features)
-        return self.head(x), self.projection(x)
 
 
 @register_model("cnn2d")
@@ -285,7 +293,7 @@ class CNN2D(AudioClassifier):
 
 
 @register_model("crnn")
-class CRNN(AudioClassifier):
+class CRNN(RecurrentClassifier):
     """Baseline CRNN: 2-D conv blocks shrink frequency, a GRU reads time, a pooling head decides.
 
     ``pooling`` picks how frame features become a clip decision: ``"attention"``,
@@ -341,12 +349,6 @@ class CRNN(AudioClassifier):
         x, _ = self.gru(x)
         return x
 
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.frames(features))
-
-    def classify_and_embed(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.frames(features)
-        return self.head(x), self.projection(x)
 
 
 # ---------------------------------------------------------------------------------------------

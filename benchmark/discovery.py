@@ -31,6 +31,19 @@ def _root(checkpoint_dir: str | None, fallback: Path) -> Path:
     return fallback
 
 
+def checkpoint_roots(checkpoint: dict, cfg: DictConfig) -> dict[str, Path]:
+    """Data folder of each manifest source: the checkpoint's own when it exists here, else
+    the benchmark's settings."""
+    data_cfg = (checkpoint.get("config") or {}).get("dataset", {})
+    paths = cfg.benchmark.paths
+    return {
+        "bird": _root(data_cfg.get("bird_data_dir"), bench_path(paths.audio_dir)),
+        "esc50": _root(data_cfg.get("esc50_dir"), bench_path(paths.esc50_dir)),
+        "no_birds": _root(data_cfg.get("pregenerated_no_birds_dir"),
+                          bench_path(paths.no_birds_dir)),
+    }
+
+
 def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
                             skipped: list[SkippedFile]) -> pd.DataFrame:
     manifest = checkpoint.get("split_manifest")
@@ -40,14 +53,7 @@ def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
             "checkpoint written by train.py / train_distillation.py, or set "
             "benchmark.mode.use_test_set_only=false to score a held-out folder."
         )
-    data_cfg = (checkpoint.get("config") or {}).get("dataset", {})
-    paths = cfg.benchmark.paths
-    roots = {
-        "bird": _root(data_cfg.get("bird_data_dir"), bench_path(paths.audio_dir)),
-        "esc50": _root(data_cfg.get("esc50_dir"), bench_path(paths.esc50_dir)),
-        "no_birds": _root(data_cfg.get("pregenerated_no_birds_dir"),
-                          bench_path(paths.no_birds_dir)),
-    }
+    roots = checkpoint_roots(checkpoint, cfg)
     rows = []
     for row in manifest:
         if row["split"] != "test":

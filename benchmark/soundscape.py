@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark import soundscape_plots, stage_cache
-from benchmark.discovery import _root
+from benchmark.discovery import checkpoint_roots
 from benchmark.paths import bench_path
 from benchmark.soundscape_annotations import load_segments, target_sets
 from benchmark.soundscape_report import format_report
@@ -74,14 +74,7 @@ def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: D
     from edge.errors import EdgeError
     from edge.manifest_windows import split_windows
 
-    data_cfg = (checkpoint.get("config") or {}).get("dataset", {})
-    paths = cfg.benchmark.paths
-    roots = {
-        "bird": _root(data_cfg.get("bird_data_dir"), bench_path(paths.audio_dir)),
-        "esc50": _root(data_cfg.get("esc50_dir"), bench_path(paths.esc50_dir)),
-        "no_birds": _root(data_cfg.get("pregenerated_no_birds_dir"),
-                          bench_path(paths.no_birds_dir)),
-    }
+    roots = checkpoint_roots(checkpoint, cfg)
     birdnet_settings = OmegaConf.to_container(cfg.birdnet, resolve=True)
     key = stage_cache.stage_key(version=CALIBRATION_CODE_VERSION,
                                 model=stage_cache.file_digest(model_path),
