@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # Bump when what is stored changes.
 CACHE_VERSION = 1
+MAX_FILES_IN_MEMORY = 512
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ class BirdNetWindowCache:
         self.hop_s = float(hop_s)
         self.batch_size = batch_size
         self._teacher = None
-        self._loaded: dict[str, FileWindows] = {}
+        # Recently read files (a fold reads each training file once per labelled window):
+        # bounded, so a large dataset does not hold every file's logits in memory.
+        self._loaded: OrderedDict[str, FileWindows] = OrderedDict()
 
     def _path(self, audio_path: str | Path) -> Path:
         identity = f"v{CACHE_VERSION}|{file_fingerprint(audio_path)}|hop={self.hop_s}"
@@ -96,8 +100,12 @@ class BirdNetWindowCache:
         return {p for p in audio_paths if p not in bad}
 
     def get(self, audio_path: str) -> FileWindows:
-        if audio_path not in self._loaded:
-            with np.load(self._path(audio_path)) as data:
-                self._loaded[audio_path] = FileWindows(data["starts"], data["logits"],
-                                                       data["embeddings"])
-        return self._loaded[audio_path]
+        if audio_path in self._loaded:
+            self._loaded.move_to_end(audio_path)
+            return self._loaded[audio_path]
+        with np.load(self._path(audio_path)) as data:
+            outputs = FileWindows(data["starts"], data["logits"], data["embeddings"])
+        self._loaded[audio_path] = outputs
+        if len(self._loaded) > MAX_FILES_IN_MEMORY:
+            self._loaded.popitem(last=False)
+        return outputs

@@ -33,7 +33,7 @@ from benchmark.predict_birdnet import birdnet_file_scores
 from benchmark.predict_student import predict_student
 from benchmark.scoring import predictions_table
 from datasets.dataset_factory import (
-    build_data,
+    DataBundle,
     build_manifest,
     class_names_from_config,
     source_roots,
@@ -45,7 +45,9 @@ from evaluation.folds import assign_folds, fold_manifest
 from evaluation.linear_probe import fit_linear_head, linear_head_predictions, window_embeddings
 from evaluation.report import metric_rows, write_outputs
 from models import load_checkpoint
-from training.run import ConfigError, run_training
+from training.config_checks import check_training_config
+from training.run import ConfigError, latest_unfinished, run_training
+from training.trainer import cross_entropy_loss
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,11 @@ def find_resume_dir(cfg: DictConfig, run_dir: Path) -> Path:
         return run_dir
     if resume is True or resume == "true":
         root = Path(cfg.paths.log_dir) / str(cfg.experiment_name)
-        states = sorted(root.glob(f"*/{STATE_FILENAME}"), key=lambda p: p.stat().st_mtime)
-        for path in reversed(states):
-            if path.parent != run_dir and not json.loads(path.read_text()).get("completed"):
-                return path.parent
+        state = latest_unfinished(
+            root, STATE_FILENAME,
+            lambda p: p.parent != run_dir and not json.loads(p.read_text()).get("completed"))
+        if state is not None:
+            return state.parent
         raise ConfigError(f"evaluation.resume=true but no unfinished evaluation under {root}")
     path = Path(str(resume))
     if not (path / STATE_FILENAME).is_file():
@@ -143,7 +146,18 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
     roots = source_roots(fold_cfg)
     absolute = {row.path: str(roots[row.source] / row.path) for row in table.itertuples()}
 
-    results = run_training(fold_cfg, fold_dir / "train", loss_factory_for(str(ev.trainer)))
+    recipe_loss = loss_factory_for(str(ev.trainer))
+    seen: dict = {}
+
+    def loss_factory(run_cfg: DictConfig, data: DataBundle):
+        # The labelled windows the student learns from, for the linear head below (before a
+        # distillation factory appends teacher-only windows to the training set).
+        seen["examples"] = [e for split in ("train", "val")
+                            for e in data.datasets[split].examples]
+        seen["train_windows"] = len(data.datasets["train"])
+        return recipe_loss(run_cfg, data) if recipe_loss else cross_entropy_loss
+
+    results = run_training(fold_cfg, fold_dir / "train", loss_factory)
     model, checkpoint = load_checkpoint(fold_dir / "train" / "best_model.pt")
     class_names = list(checkpoint["class_names"])
 
@@ -159,8 +173,7 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
 
     # The linear head learns from the labelled windows the student learned from, train and
     # validation alike (it needs no early stopping).
-    data = build_data(fold_cfg, manifest_path=manifest_path)
-    examples = [e for split in ("train", "val") for e in data.datasets[split].examples]
+    examples = seen["examples"]
     clip_s = float(cfg.dataset.clip_duration)
     train_files = {p: f for p, f in absolute.items() if f in usable}
     embeddings, window_labels = window_embeddings(examples, train_files, cache, clip_s)
@@ -180,7 +193,7 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
     context = {
         "repeat": repeat, "fold": fold, "seed": seed,
         "test_files": len(common), "train_recordings": train_recordings,
-        "train_windows": len(data.datasets["train"]), "best_epoch": results.get("best_epoch"),
+        "train_windows": seen["train_windows"], "best_epoch": results.get("best_epoch"),
         "seconds": round(time.time() - started, 1),
     }
     return metric_rows(tables, class_names, context)
@@ -190,6 +203,7 @@ def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Every fold of every repeat (finished folds of a resumed run are kept); the summary."""
     ev = cfg.evaluation
     loss_factory_for(str(ev.trainer))  # an unknown trainer fails before any audio work
+    check_training_config(cfg)  # the recipe's settings too, not once per fold after BirdNET
     run_dir = find_resume_dir(cfg, Path(run_dir))
     log.info("Evaluation folder: %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

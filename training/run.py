@@ -182,6 +182,14 @@ def make_loaders(cfg: DictConfig, data: DataBundle,
     return loaders
 
 
+def latest_unfinished(root: Path, state_name: str,
+                      unfinished: Callable[[Path], bool]) -> Path | None:
+    """The newest ``root/*/state_name`` for which ``unfinished`` holds (training runs and
+    evaluations both resume "the latest unfinished run of the experiment")."""
+    states = sorted(root.glob(f"*/{state_name}"), key=lambda p: p.stat().st_mtime)
+    return next((p for p in reversed(states) if unfinished(p)), None)
+
+
 def find_resume_state(cfg: DictConfig) -> Path | None:
     """``training.resume``: false, true (latest unfinished run of this experiment) or a path."""
     resume = cfg.training.resume
@@ -189,10 +197,11 @@ def find_resume_state(cfg: DictConfig) -> Path | None:
         return None
     if resume is True or resume == "true":
         root = Path(cfg.paths.log_dir) / str(cfg.experiment_name)
-        candidates = sorted(root.glob(f"*/{STATE_FILENAME}"), key=lambda p: p.stat().st_mtime)
-        for path in reversed(candidates):
-            if not torch.load(path, weights_only=True).get("completed", False):
-                return path
+        path = latest_unfinished(
+            root, STATE_FILENAME,
+            lambda p: not torch.load(p, weights_only=True).get("completed", False))
+        if path is not None:
+            return path
         log.warning("training.resume=true but no unfinished run under %s; starting fresh", root)
         return None
     path = Path(str(resume))

@@ -197,3 +197,14 @@ def test_embedding_recipe_per_fold(demo_corpus, demo_soft_labels, birdnet_cache,
     assert len(results) == 6 and results["macro_f1"].notna().all()
     history = pd.read_csv(tmp_path / "run" / "repeat0_fold0" / "train" / "metrics.csv")
     assert "val_embedding_cosine" in history
+
+
+def test_cli_rejects_a_bad_training_setting_before_birdnet_runs(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "training.epochs=-1", f"paths.log_dir={tmp_path}",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"dataset.bird_data_dir={tmp_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "training.epochs" in result.stderr
+    assert not (tmp_path / "cache" / "birdnet_windows").exists()
