@@ -13,7 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from cli_errors import exit_on_user_error
+from common.errors import exit_on_user_error
 
 log = logging.getLogger("evaluate")
 

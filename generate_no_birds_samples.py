@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from cli_errors import exit_on_user_error
+    from common.errors import exit_on_user_error
     from datasets.no_birds_generation import generate_no_birds, species_folders, training_config
 
     log = logging.getLogger("generate_no_birds_samples")

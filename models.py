@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from datasets.file_io import write_atomic
+from common.errors import UserError
+from common.file_io import write_atomic
 from modules import (
     AttentionPooling,
     ConvBlock2d,
@@ -404,7 +405,7 @@ REQUIRED_CHECKPOINT_KEYS: tuple[str, ...] = (
 _RESERVED_KEYS = frozenset(REQUIRED_CHECKPOINT_KEYS) | {"metrics", "config"}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do (shown to users)."""
 
 

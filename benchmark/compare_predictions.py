@@ -10,7 +10,7 @@ import pandas as pd
 
 from benchmark import plots
 from benchmark.metrics import AGREEMENT, agreement, bootstrap_macro_f1_difference, model_metrics
-from datasets.file_io import save_table_atomic, write_atomic, write_json_atomic
+from common.file_io import save_table_atomic, write_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from benchmark.paths import bench_path, repo_path
+from common.safe_paths import path_inside
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import is_audio_file
-from datasets.safe_paths import path_inside
-from datasets.split_manifest import DatasetError, SkippedFile, SourceFile, limit_files_per_class
+from datasets.split_manifest import DatasetError, SourceFile, limit_files_per_class
 
 log = logging.getLogger(__name__)
 

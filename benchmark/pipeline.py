@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -15,13 +14,12 @@ from benchmark.efficiency import measure_efficiency
 from benchmark.paths import bench_path
 from benchmark.predict_birdnet import predict_birdnet
 from benchmark.predict_student import predict_student
-from datasets.file_io import save_table_atomic
-from datasets.split_manifest import SkippedFile
+from common.file_io import read_table, save_table_atomic
+from common.skipped_files import SkippedFile, write_skipped_files
 from models import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-SKIPPED_COLUMNS = [f.name for f in fields(SkippedFile)]
 # Part of every stage key: bump when prediction or scoring code changes its output.
 PREDICTION_CODE_VERSION = 2
 
@@ -32,13 +30,12 @@ def _stage(name: str, csv_path, key: str, compute, skipped: list[SkippedFile]) -
     table = stage_cache.reuse(csv_path, key)
     if table is not None and skipped_path.is_file():
         log.info("%s: inputs unchanged, reusing %s", name, csv_path)
-        previous = pd.read_csv(skipped_path, keep_default_na=False)
+        previous = read_table(skipped_path)
         skipped.extend(SkippedFile(**row) for row in previous.to_dict(orient="records"))
         return table
     own: list[SkippedFile] = []
     table = compute(own)
-    save_table_atomic(pd.DataFrame([asdict(s) for s in own], columns=SKIPPED_COLUMNS),
-                      skipped_path)
+    write_skipped_files(own, skipped_path)
     stage_cache.save(table, csv_path, key)
     skipped.extend(own)
     return table
@@ -83,8 +80,7 @@ def run_benchmark(cfg: DictConfig) -> dict:
         seed=int(cfg.benchmark.seed), save_plots=bool(cfg.comparison.save_plots),
         plot_style=str(cfg.comparison.plot_style),
     )
-    save_table_atomic(pd.DataFrame([asdict(s) for s in skipped], columns=SKIPPED_COLUMNS),
-                      out_dir / "skipped_files.csv")
+    write_skipped_files(skipped, out_dir / "skipped_files.csv")
     if skipped:
         log.warning("%d files skipped; see %s", len(skipped), out_dir / "skipped_files.csv")
     s, b = summary["student"], summary["birdnet"]

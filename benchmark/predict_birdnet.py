@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from benchmark.predict_student import file_windows
 from benchmark.scoring import aggregate, predictions_table
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio
-from datasets.split_manifest import SkippedFile
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from benchmark.scoring import aggregate, aggregate_no_birds, predictions_table
+from common.runtime import resolve_device
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
-from datasets.split_manifest import SkippedFile
-from training.run import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from benchmark.paths import register_resolvers  # noqa: E402
-from cli_errors import exit_on_user_error  # noqa: E402
+from common.errors import exit_on_user_error  # noqa: E402
 
 log = logging.getLogger("benchmark")
 register_resolvers()

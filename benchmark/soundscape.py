@@ -17,7 +17,7 @@ model.json, which are what ``predict.py`` applies.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +41,16 @@ from benchmark.soundscape_windows import (
     cached_window_scores,
     student_scorer,
 )
-from datasets.file_io import save_table_atomic, write_atomic, write_json_atomic
-from datasets.split_manifest import DatasetError, SkippedFile
+from common.errors import ConfigError
+from common.file_io import save_table_atomic, write_atomic, write_json_atomic
+from common.runtime import resolve_device
+from common.skipped_files import SkippedFile, write_skipped_files
+from datasets.split_manifest import DatasetError
 from models import load_checkpoint
-from training.run import ConfigError, resolve_device
 
 log = logging.getLogger(__name__)
 
 MODELS = ("student", "birdnet")
-SKIPPED_COLUMNS = [f.name for f in fields(SkippedFile)]
 CALIBRATION_CODE_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 
@@ -230,8 +231,7 @@ def run_soundscape(cfg: DictConfig) -> dict:
     }
     _write_outputs(out_dir, summary, segments, targets, species, scores, thresholds, windows,
                    truth, cfg)
-    save_table_atomic(pd.DataFrame([asdict(s) for s in skipped], columns=SKIPPED_COLUMNS),
-                      out_dir / "skipped_files.csv")
+    write_skipped_files(skipped, out_dir / "skipped_files.csv")
     if skipped:
         log.warning("%d files skipped; see %s", len(skipped), out_dir / "skipped_files.csv")
     log.info("Report: %s", out_dir / "soundscape_report.txt")

@@ -24,8 +24,9 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, audio_duration, is_audio_file
-from datasets.split_manifest import DatasetError, SkippedFile
+from datasets.split_manifest import DatasetError
 
 log = logging.getLogger(__name__)
 

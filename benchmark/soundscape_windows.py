@@ -18,8 +18,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from benchmark import stage_cache
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
-from datasets.split_manifest import SkippedFile
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets.file_io import save_table_atomic, write_atomic
+from common.file_io import save_table_atomic, write_atomic
 
 
 def file_digest(path: str | Path) -> str:

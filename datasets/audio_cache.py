@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.file_io import write_atomic
 from datasets.audio_utils import load_audio
-from datasets.file_io import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.ndimage import median_filter
+
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ DEFAULT_CALL_BAND_HZ: tuple[float, float] = (300.0, 11000.0)
 MIN_AUDIO_SECONDS = 0.1
 
 
-class AudioLoadError(RuntimeError):
+class AudioLoadError(UserError, RuntimeError):
     """A file that cannot be used as audio; the message says why (shown to the user)."""
 
 
@@ -201,6 +202,9 @@ def detect_call_events(
     merge_gap_s: float = 0.3,
 ) -> list[CallEvent]:
     """Stretches whose band energy rises above an adaptive threshold, merged over short gaps."""
+    # scipy only here: the device runtime loads audio with this module and has no scipy.
+    from scipy.ndimage import median_filter
+
     env = band_energy_envelope(audio, sr, band_hz)
     # A short median filter removes single-frame clicks (handling noise) before thresholding.
     smooth = median_filter(env.db, size=5, mode="nearest")

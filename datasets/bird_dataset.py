@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from common.safe_paths import StorageError, display_path, path_inside
+from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import (
     DEFAULT_CALL_BAND_HZ,
@@ -31,8 +33,7 @@ from datasets.audio_utils import (
 )
 from datasets.augmentation import mix_at_snr, random_snr_db
 from datasets.empty_segment_dataset import find_quiet_segments
-from datasets.safe_paths import StorageError, display_path, path_inside
-from datasets.split_manifest import DatasetError, SkippedFile
+from datasets.split_manifest import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
 from datasets.augmentation import build_waveform_augment
 from datasets.bird_dataset import (
@@ -45,7 +46,6 @@ from datasets.split_manifest import (
     MANIFEST_COLUMNS,
     SPLITS,
     DatasetError,
-    SkippedFile,
     SourceFile,
     build_split_manifest,
     limit_files_per_class,

@@ -29,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from datasets.split_manifest import DatasetError, SkippedFile, SourceFile, build_split_manifest
+from common.skipped_files import SkippedFile
+from datasets.split_manifest import DatasetError, SourceFile, build_split_manifest
 
 log = logging.getLogger(__name__)
 

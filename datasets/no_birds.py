@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from common.file_io import save_table_atomic, write_json_atomic, write_wav_atomic
+from common.safe_paths import plain_file_name
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import pad_or_crop
 from datasets.bird_dataset import PreparedRecording
-from datasets.file_io import save_table_atomic, write_json_atomic, write_wav_atomic
-from datasets.safe_paths import plain_file_name
 from datasets.split_manifest import SPLITS, DatasetError, read_split_table
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
 from datasets.bird_dataset import prepare_recordings
 from datasets.dataset_factory import (
@@ -32,7 +33,7 @@ from datasets.no_birds import (
     split_counts,
     write_no_birds_folder,
 )
-from datasets.split_manifest import DatasetError, SkippedFile
+from datasets.split_manifest import DatasetError
 
 log = logging.getLogger(__name__)
 

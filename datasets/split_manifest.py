@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.file_io import read_table, save_table_atomic
+from common.errors import UserError
+from common.file_io import read_table, save_table_atomic
+from common.safe_paths import path_inside
+from common.skipped_files import SkippedFile
 from datasets.file_scan import scan_audio_tree
-from datasets.safe_paths import path_inside
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ MANIFEST_COLUMNS: list[str] = ["path", "label", "group", "split", "source"]
 MANIFEST_FILENAME = "split_manifest.csv"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A problem with the user's data that stops the run; the message says what to do."""
 
 
@@ -38,13 +40,6 @@ class SourceFile:
     path: str
     label: str
     source: str = "bird"
-
-
-@dataclass
-class SkippedFile:
-    path: str
-    reason: str
-    stage: str
 
 
 def scan_species_folders(

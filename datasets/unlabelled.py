@@ -24,8 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import is_audio_file
-from datasets.split_manifest import DatasetError, SkippedFile
+from datasets.split_manifest import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.file_io import write_json_atomic
+from common.file_io import write_json_atomic
 from distillation.soft_label_records import METADATA_FILENAME, read_metadata, record_path
 
 log = logging.getLogger(__name__)

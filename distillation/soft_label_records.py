@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.file_io import write_atomic
+from common.file_io import write_atomic
 from distillation.teacher import TeacherSignals
 
 log = logging.getLogger(__name__)

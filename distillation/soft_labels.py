@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.errors import UserError
+from common.file_io import write_json_atomic
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import is_audio_file
-from datasets.file_io import write_json_atomic
 from datasets.split_manifest import (
     DatasetError,
-    SkippedFile,
     SourceFile,
     limit_files_per_class,
     scan_species_folders,
@@ -90,7 +91,7 @@ class ExtractionError(ValueError):
     """A problem with the user's request that stops extraction; the message says what to do."""
 
 
-class SoftLabelError(KeyError):
+class SoftLabelError(UserError, KeyError):
     """A file or class that the soft-label folder does not hold."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it

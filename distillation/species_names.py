@@ -7,8 +7,10 @@ import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.errors import UserError
 
-class UnknownSpeciesError(ValueError):
+
+class UnknownSpeciesError(UserError, ValueError):
     """A species name BirdNET does not know; the message lists the closest BirdNET names."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from common.errors import ConfigError
 from datasets.dataset_factory import DataBundle
 from datasets.unlabelled import UNLABELLED_KEY_PREFIX
 from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset, soft_label_key
@@ -23,7 +24,6 @@ from distillation.losses.embedding import TeacherTargetsLoss, embedding_statisti
 from distillation.soft_labels import SoftLabelStore
 from distillation.teacher import EMBEDDING_DIM
 from training.pretrain import PRETRAIN
-from training.run import ConfigError
 from training.trainer import LossFn
 
 log = logging.getLogger(__name__)

@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
-from datasets.file_io import write_atomic
 from distillation.soft_label_records import (
     SourceStamp,
     read_metadata,

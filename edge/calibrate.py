@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import EdgeError, exit_on_user_error
+from common.errors import exit_on_user_error
+from edge.errors import EdgeError
 
 log = logging.getLogger("edge.calibrate")
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edge.errors import exit_on_user_error
+from common.errors import exit_on_user_error
 from edge.export import (
     DEFAULT_CALIBRATION_WINDOWS,
     DEFAULT_HOP_S,

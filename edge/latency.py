@@ -319,7 +319,7 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge.errors import exit_on_user_error
+    from common.errors import exit_on_user_error
     from edge.export_cli import data_root_arguments, data_roots
 
     p = argparse.ArgumentParser(prog="python -m edge.latency", description=__doc__.split("\n")[0])
@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  data_roots=data_roots(args), rounds=args.rounds)
     print(format_table(report))
     if args.json:
-        from datasets.file_io import write_json_atomic
+        from common.file_io import write_json_atomic
 
         write_json_atomic(report, args.json)
     return 0

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.safe_paths import path_inside
+from common.skipped_files import SkippedFile
 from datasets.audio_utils import (
     AudioLoadError,
     detect_call_windows,
@@ -28,8 +30,6 @@ from datasets.audio_utils import (
     pad_or_crop,
     sliding_window_starts,
 )
-from datasets.safe_paths import path_inside
-from datasets.split_manifest import SkippedFile
 from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import EdgeError, exit_on_user_error
+from common.errors import exit_on_user_error
+from edge.errors import EdgeError
 from edge.export_cli import data_root_arguments, data_roots
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = check_parity(args.checkpoint, args.exported, data_roots(args), args.max_windows)
     print(format_report(report))
     if args.json:
-        from datasets.file_io import write_json_atomic
+        from common.file_io import write_json_atomic
 
         write_json_atomic(asdict(report), args.json)
     return 0 if report.passed else 1

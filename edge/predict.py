@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
+from common.errors import exit_on_user_error
+from common.file_io import write_csv_atomic
+from common.safe_paths import display_path
+from common.skipped_files import SkippedFile, write_skipped_files
 from datasets.audio_utils import AudioLoadError, audio_duration
-from datasets.file_io import save_table_atomic
 from datasets.file_scan import scan_audio_tree
-from datasets.safe_paths import display_path
-from datasets.split_manifest import SkippedFile
 from edge.detections import (
     DETECTION_COLUMNS,
     Detection,
@@ -37,7 +37,7 @@ from edge.detections import (
     threshold_vector,
     window_detections,
 )
-from edge.errors import EdgeError, exit_on_user_error
+from edge.errors import EdgeError
 from edge.predict_progress import ProgressLedger
 from edge.raven import (
     COMBINED_TABLE_NAME,
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 DETECTIONS_NAME = "detections.csv"
 SKIPPED_NAME = "skipped_files.csv"
-SKIPPED_COLUMNS = ["path", "reason", "stage"]
 DEFAULT_BATCH = 16
 TABLE_FLUSH_S = 30.0  # a long folder run rewrites its combined tables at most this often
 
@@ -210,15 +209,13 @@ def write_tables(summary: PredictionSummary, info, formats, root: Path) -> None:
     """detections.csv, the combined Raven table and skipped_files.csv of the files so far."""
     out_dir = summary.out_dir
     rows = [d.row() for d in summary.detections]
-    table = pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
-    save_table_atomic(table, out_dir / DETECTIONS_NAME)
+    write_csv_atomic(out_dir / DETECTIONS_NAME, DETECTION_COLUMNS, rows)
     if "raven" in formats:
         write_combined_table(out_dir / COMBINED_TABLE_NAME, summary.files, info.common_names)
     if "kaleidoscope" in formats:
         write_kaleidoscope(out_dir / KALEIDOSCOPE_NAME, root.resolve(), summary.files,
                            info.common_names)
-    save_table_atomic(pd.DataFrame([vars(s) for s in summary.skipped], columns=SKIPPED_COLUMNS),
-                      out_dir / SKIPPED_NAME)
+    write_skipped_files(summary.skipped, out_dir / SKIPPED_NAME)
 
 
 def run_settings(model: str | Path, classifier: Classifier, options: PredictOptions,

@@ -15,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from datasets.safe_paths import storage_error
+from common.safe_paths import storage_error
 from edge.detections import Detection
 from edge.raven import FileDetections
 

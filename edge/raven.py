@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.file_io import write_atomic
+from common.file_io import write_atomic
 from edge.detections import Detection
 
 RAVEN_COLUMNS: tuple[str, ...] = (

@@ -90,7 +90,7 @@ class ModelInfo:
 
 def model_file(model_dir: str | Path, info: ModelInfo, kind: str) -> Path:
     """The ONNX file ``info.files[kind]`` names; always a bare name inside ``model_dir``."""
-    from datasets.safe_paths import UnsafePathError, plain_file_name
+    from common.safe_paths import UnsafePathError, plain_file_name
 
     where = f"{Path(model_dir) / SIDECAR_FILENAME} (files.{kind})"
     try:
@@ -100,7 +100,7 @@ def model_file(model_dir: str | Path, info: ModelInfo, kind: str) -> Path:
 
 
 def write_sidecar(info: ModelInfo, out_dir: str | Path) -> Path:
-    from datasets.file_io import write_atomic
+    from common.file_io import write_atomic
 
     path = Path(out_dir) / SIDECAR_FILENAME
     write_atomic(path, lambda handle: handle.write(info.to_json().encode("utf-8")))

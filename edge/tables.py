@@ -19,7 +19,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from datasets.file_io import write_atomic
+from common.file_io import write_atomic
 from edge.errors import EdgeError
 from edge.raven import TABLE_SUFFIX, FileDetections, write_selection_table
 

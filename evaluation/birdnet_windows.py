@@ -21,10 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmark.predict_student import file_windows
+from common.file_io import write_atomic
+from common.skipped_files import SkippedFile
 from datasets.audio_cache import file_fingerprint
 from datasets.audio_utils import AudioLoadError, load_audio, sliding_window_starts
-from datasets.file_io import write_atomic
-from datasets.split_manifest import SkippedFile
 
 log = logging.getLogger(__name__)
 

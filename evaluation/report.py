@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark.metrics import model_metrics
-from datasets.file_io import write_atomic, write_json_atomic
+from common.file_io import write_atomic, write_json_atomic
 from evaluation.statistics import paired_ratios, summarise
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +31,23 @@ from tqdm import tqdm
 from benchmark.predict_birdnet import birdnet_file_scores
 from benchmark.predict_student import predict_student
 from benchmark.scoring import predictions_table
+from common.errors import ConfigError
+from common.file_io import save_table_atomic, write_json_atomic
+from common.skipped_files import SkippedFile, write_skipped_files
 from datasets.dataset_factory import (
     DataBundle,
     build_manifest,
     class_names_from_config,
     source_roots,
 )
-from datasets.file_io import save_table_atomic, write_json_atomic
-from datasets.split_manifest import DatasetError, SkippedFile, save_manifest
+from datasets.split_manifest import DatasetError, save_manifest
 from evaluation.birdnet_windows import BirdNetWindowCache
 from evaluation.folds import assign_folds, fold_manifest
 from evaluation.linear_probe import fit_linear_head, linear_head_predictions, window_embeddings
 from evaluation.report import metric_rows, write_outputs
 from models import load_checkpoint
 from training.config_checks import check_training_config
-from training.run import ConfigError, latest_unfinished, run_training
+from training.run import latest_unfinished, run_training
 from training.trainer import cross_entropy_loss
 
 log = logging.getLogger(__name__)
@@ -253,9 +254,7 @@ def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:
         save_table_atomic(pd.DataFrame(rows), run_dir / RESULTS_FILENAME)
     save_table_atomic(pd.DataFrame(failures, columns=["repeat", "fold", "error", "traceback"]),
                       run_dir / FAILED_FILENAME)
-    save_table_atomic(pd.DataFrame([asdict(s) for s in skipped],
-                                   columns=[f.name for f in fields(SkippedFile)]),
-                      run_dir / "skipped_files.csv")
+    write_skipped_files(skipped, run_dir / "skipped_files.csv")
     if not rows:
         raise DatasetError(f"Every fold failed; see {run_dir / FAILED_FILENAME}")
     summary = write_outputs(pd.DataFrame(rows), run_dir, class_names, failures,

@@ -137,7 +137,7 @@ def test_hundreds_of_bad_inputs_through_every_stage(tmp_path):
           "dataset.num_workers=0", "dataset.esc50_no_bird_ratio=0", "training.batch_size=8",
           f"dataset.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'logs'}",
           "hydra.run.dir=" + str(tmp_path / "run"), f"training.save_path={model}"], tmp_path)
-    from datasets.file_io import read_table
+    from common.file_io import read_table
 
     skipped = read_table(tmp_path / "run" / "skipped_files.csv")
     _listed_once(list(skipped["path"]), bad, "train.py skipped_files.csv")

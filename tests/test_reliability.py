@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from datasets.safe_paths import StorageError, UnsafePathError, path_inside
+from common.errors import ConfigError
+from common.safe_paths import StorageError, UnsafePathError, path_inside
 from tests.conftest import REPO_ROOT, tone_burst, write_wav
 from tests.training.helpers import compose_config, fast_overrides
-from training.config_checks import ConfigError
 from training.run import run_training
 
 NON_UTF8_NAME = os.fsdecode(b"rec\xff01.wav")  # as an old FAT recorder writes it
@@ -295,7 +295,7 @@ def test_a_full_disk_is_reported_as_such_and_stops(demo_corpus, tmp_path):
 
 
 def test_short_write_is_a_storage_error(tmp_path):
-    from datasets.file_io import write_atomic
+    from common.file_io import write_atomic
 
     def writer(handle):
         raise OSError("192000 requested and 137184 written")  # numpy's message, no errno

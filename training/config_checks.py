@@ -16,10 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
-
+from common.errors import ConfigError
 
 MONITORS = ("val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy",
             "val_embedding_cosine")

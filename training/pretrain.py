@@ -30,7 +30,7 @@ CLASS_HEADS = ("head", "classifier")
 
 def check_stage(cfg: DictConfig, uses_teacher: bool) -> None:
     """``training.stage`` and ``dataset.unlabelled_dirs`` need a teacher (train_distillation.py)."""
-    from training.run import ConfigError
+    from common.errors import ConfigError
 
     stage = str(cfg.training.get("stage", SUPERVISED))
     if stage not in STAGES:

@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 
+from common.errors import ConfigError
+from common.file_io import save_table_atomic, write_atomic, write_json_atomic
+from common.runtime import resolve_device, seed_everything
+from common.skipped_files import write_skipped_files
 from datasets.dataset_factory import DataBundle, build_data
-from datasets.file_io import save_table_atomic, write_atomic, write_json_atomic
-from datasets.split_manifest import (
-    MANIFEST_FILENAME,
-    SkippedFile,
-    manifest_to_records,
-    save_manifest,
-)
+from datasets.split_manifest import MANIFEST_FILENAME, manifest_to_records, save_manifest
 from models import (
     build_model,
     check_class_names,
@@ -35,7 +31,7 @@ from models import (
     save_checkpoint,
 )
 from modules import SpecAugment
-from training.config_checks import ConfigError, check_resume_state, check_training_config
+from training.config_checks import check_resume_state, check_training_config
 from training.distributed import (
     DistEnv,
     barrier,
@@ -60,12 +56,6 @@ NON_ARCHITECTURE_KEYS = {"name", "n_classes", "frontend_lr", "pretrained"}
 LossFactory = Callable[[DictConfig, DataBundle], LossFn]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))  # respects container / taskset limits
@@ -85,18 +75,6 @@ def configure_threads(cfg: DictConfig) -> int:
     threads = cfg.training.num_threads or max(1, free)
     torch.set_num_threads(int(threads))
     return int(threads)
-
-
-def resolve_device(name: str, setting: str = "training.device") -> torch.device:
-    """auto -> CUDA when present; a CUDA request without CUDA falls back to CPU with a warning
-    naming the config ``setting``."""
-    name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        log.warning("%s=%s requested but CUDA is not available; using CPU", setting, name)
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def model_arguments(cfg: DictConfig, n_classes: int) -> dict:
@@ -252,8 +230,7 @@ def run_training(
     if env.is_main:
         barrier(env)
         save_manifest(data.manifest, run_dir / MANIFEST_FILENAME)
-        _write_csv([asdict(s) for s in data.skipped], run_dir / "skipped_files.csv",
-                   fieldnames=[f.name for f in fields(SkippedFile)])
+        write_skipped_files(data.skipped, run_dir / "skipped_files.csv")
     if data.skipped:
         log.warning("%d files skipped; see %s", len(data.skipped), run_dir / "skipped_files.csv")
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from common.errors import UserError
 from datasets.bird_dataset import WindowDataset
 from distillation.soft_labels import NO_BIRDS_KEY_PREFIX, SoftLabelStore
 from distillation.teacher import EMBEDDING_DIM
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 MISSING_POLICIES = ("error", "hard_only")
 
 
-class MissingSoftLabelsError(ValueError):
+class MissingSoftLabelsError(UserError, ValueError):
     """Windows without teacher logits while the config asks for all of them."""
 
 

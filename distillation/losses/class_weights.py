@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.errors import UserError
 from distillation.losses.weight_cache import cache_key, cache_path, load_cached, save_cached
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ WEIGHT_METHODS: tuple[str, ...] = ("inverse_frequency", "effective_number")
 SAMPLING_STRATEGIES: tuple[str, ...] = ("random", "stratified")
 
 
-class ClassWeightError(ValueError):
+class ClassWeightError(UserError, ValueError):
     """``loss.class_weights`` (or the labels behind ``auto``) cannot give valid weights."""
 
 

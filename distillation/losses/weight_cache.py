@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.file_io import write_json_atomic
+from common.file_io import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from common.skipped_files import SkippedFile
 from datasets.esc50_dataset import (
     BIRD_CATEGORIES,
     ESC50_COLUMNS,
@@ -33,13 +34,7 @@ from datasets.esc50_dataset import (
     load_esc50_metadata,
     no_bird_clips,
 )
-from datasets.split_manifest import (
-    SPLITS,
-    DatasetError,
-    SkippedFile,
-    SourceFile,
-    build_split_manifest,
-)
+from datasets.split_manifest import SPLITS, DatasetError, SourceFile, build_split_manifest
 
 # (filename, category, src_file) of a tiny ESC-50-layout folder.
 TINY_ROWS = [

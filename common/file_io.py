@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import soundfile as sf
 
-from datasets.safe_paths import StorageError, storage_error
+from common.safe_paths import StorageError, storage_error
+
+if TYPE_CHECKING:  # pandas is imported where a table is read or written: devices lack it
+    import pandas as pd
 
 
 def write_atomic(path: str | Path, writer: Callable[[IO[bytes]], object]) -> Path:
@@ -66,4 +70,21 @@ def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
     """A CSV this project wrote (all columns as strings unless ``dtype`` says otherwise)."""
     kwargs.setdefault("dtype", str)
     kwargs.setdefault("keep_default_na", False)
+    import pandas as pd
+
     return pd.read_csv(path, encoding_errors="surrogateescape", **kwargs)
+
+
+def write_csv_atomic(path: str | Path, columns: Sequence[str],
+                     rows: Iterable[Mapping[str, object]]) -> Path:
+    """A CSV of ``rows`` (dicts keyed by ``columns``) without pandas, for the device side;
+    names that are not valid UTF-8 keep their bytes, as with :func:`save_table_atomic`."""
+    def write(handle: IO[bytes]) -> None:
+        text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+        writer = csv.DictWriter(text, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+        text.flush()
+        text.detach()
+
+    return write_atomic(path, write)

@@ -16,8 +16,10 @@ import errno
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from common.errors import UserError
 
-class UnsafePathError(ValueError):
+
+class UnsafePathError(UserError, ValueError):
     """A path read from a file points outside the folder it belongs to."""
 
 
@@ -61,7 +63,7 @@ def display_path(path: str | Path) -> str:
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """An output could not be written (disk full, read-only, no permission)."""
 
 
