@@ -75,11 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from birdnet.species_names import UnknownSpeciesError, read_species_list
     from common.safe_paths import StorageError
     from datasets.split_manifest import DatasetError
     from distillation.shards import ShardError, check_shard, merge_shards, shard_dir
     from distillation.soft_labels import ExtractionError, Location, extract_soft_labels
-    from distillation.species_names import UnknownSpeciesError, read_species_list
     from distillation.views import ViewError
 
     if args.merge_shards:

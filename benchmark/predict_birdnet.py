@@ -21,7 +21,7 @@ def birdnet_file_scores(window_logits: np.ndarray, indices: list[int], sensitivi
                         aggregation: str, plausible: np.ndarray | None = None) -> np.ndarray:
     """One file's species scores from its window logits (n_windows, 6522): BirdNET's
     confidences of the student's species, optionally location-filtered, aggregated."""
-    from distillation.teacher import sigmoid
+    from birdnet.teacher import sigmoid
 
     probs = sigmoid(np.atleast_2d(window_logits)[:, indices].astype(np.float32), sensitivity)
     if plausible is not None:
@@ -31,7 +31,7 @@ def birdnet_file_scores(window_logits: np.ndarray, indices: list[int], sensitivi
 
 def predict_birdnet(class_names: list[str], truth: pd.DataFrame, cfg: DictConfig,
                     skipped: list[SkippedFile]) -> pd.DataFrame:
-    from distillation.teacher import BirdNetTeacher
+    from birdnet.teacher import BirdNetTeacher
 
     settings = cfg.birdnet
     teacher = BirdNetTeacher(num_threads=int(settings.num_threads),

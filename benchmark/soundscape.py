@@ -70,8 +70,8 @@ def _check_settings(cfg: DictConfig) -> None:
 def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: DictConfig,
                        species: list[str], cache_path: Path) -> pd.DataFrame:
     """Student and BirdNET scores of the checkpoint's validation windows (cached)."""
+    from birdnet.teacher import SAMPLE_RATE, WINDOW_SAMPLES
     from datasets.audio_utils import pad_or_crop, resample
-    from distillation.teacher import SAMPLE_RATE, WINDOW_SAMPLES
     from edge.errors import EdgeError
     from edge.manifest_windows import split_windows
 

@@ -112,7 +112,7 @@ def student_scorer(model, device, batch_size: int, n_species: int) -> ScoreBatch
 def birdnet_scorer(species: Sequence[str], settings) -> ScoreBatch:
     """BirdNET's sigmoid scores for ``species`` (48 kHz windows); location filter as in the
     file benchmark (``birdnet.lat/lon/week``)."""
-    from distillation.teacher import BirdNetTeacher, sigmoid
+    from birdnet.teacher import BirdNetTeacher, sigmoid
 
     teacher = BirdNetTeacher(num_threads=int(settings.num_threads),
                              batch_size=int(settings.batch_size))

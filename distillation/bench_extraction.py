@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distillation.species_names import UnknownSpeciesError
-from distillation.teacher import DEFAULT_BATCH_SIZE, BirdNetFiles, BirdNetTeacher, species_names
+from birdnet.species_names import UnknownSpeciesError
+from birdnet.teacher import DEFAULT_BATCH_SIZE, BirdNetFiles, BirdNetTeacher, species_names
 from distillation.window_labeller import WindowLabeller, cut_windows
 
 # The extraction side (pandas and all) is imported inside the functions that use it: spawned
@@ -75,7 +75,7 @@ def _raw_worker(files: BirdNetFiles, paths: list[str], share: tuple[int, int], h
 
 def raw_throughput(paths: list[str], workers: int, hop: float, batch_size: int) -> Measurement:
     """BirdNET alone on pre-cut windows, ``workers`` processes with one thread each."""
-    from distillation.teacher import birdnet_files
+    from birdnet.teacher import birdnet_files
 
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(workers)

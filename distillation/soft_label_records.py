@@ -14,7 +14,7 @@ holds, for the n teacher windows of the file:
     target_logits         (n, n_species)  float32  BirdNET logits, metadata species order
     nonevent_logits       (n, 11)         float32  BirdNET logits, metadata non-event order
     non_target_max_logit  (n,)            float32  strongest other species' logit
-    no_birds_logit        (n,)            float32  see distillation.teacher.no_birds_logit
+    no_birds_logit        (n,)            float32  see birdnet.teacher.no_birds_logit
     embedding             (n, 1024)       float16  BirdNET's embedding (format 2 and later)
     all_logits            (n, 6522)       float16  every BirdNET logit (only with
                                                    --store_all_logits)
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnet.teacher import TeacherSignals
 from common.file_io import write_atomic
-from distillation.teacher import TeacherSignals
 
 log = logging.getLogger(__name__)
 

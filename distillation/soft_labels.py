@@ -23,6 +23,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from birdnet.species_names import SpeciesNames, UnknownSpeciesError, folder_name
+from birdnet.teacher import (
+    BIRDNET_VERSION,
+    DEFAULT_BATCH_SIZE,
+    LOCATION_THRESHOLD,
+    NO_BIRDS_SIGNAL_DEFINITION,
+    NON_EVENT_LABELS,
+    SAMPLE_RATE,
+    WINDOW_S,
+    BirdNetTeacher,
+    birdnet_files,
+    birdnet_labels,
+    non_target_mask,
+    plausible_species,
+    species_names,
+)
 from common.errors import UserError
 from common.file_io import write_json_atomic
 from common.skipped_files import SkippedFile
@@ -56,22 +72,6 @@ from distillation.soft_label_records import (
     remove_stale_temporaries,
     settings_hash,
     write_record,
-)
-from distillation.species_names import SpeciesNames, UnknownSpeciesError, folder_name
-from distillation.teacher import (
-    BIRDNET_VERSION,
-    DEFAULT_BATCH_SIZE,
-    LOCATION_THRESHOLD,
-    NO_BIRDS_SIGNAL_DEFINITION,
-    NON_EVENT_LABELS,
-    SAMPLE_RATE,
-    WINDOW_S,
-    BirdNetTeacher,
-    birdnet_files,
-    birdnet_labels,
-    non_target_mask,
-    plausible_species,
-    species_names,
 )
 from distillation.window_labeller import (
     Failure,
@@ -553,7 +553,7 @@ def _write_metadata(
         "no_birds_key_prefix": NO_BIRDS_KEY_PREFIX,
         "no_birds_signal": {
             "definition": NO_BIRDS_SIGNAL_DEFINITION,
-            "see": "distillation.teacher.no_birds_logit",
+            "see": "birdnet.teacher.no_birds_logit",
         },
         "non_event_classes": list(NON_EVENT_LABELS),
         "location_filter": base["location_filter"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from birdnet.teacher import EMBEDDING_DIM
 from common.errors import ConfigError
 from datasets.dataset_factory import DataBundle
 from datasets.unlabelled import UNLABELLED_KEY_PREFIX
@@ -22,7 +23,6 @@ from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
 from distillation.losses.embedding import TeacherTargetsLoss, embedding_statistics
 from distillation.soft_labels import SoftLabelStore
-from distillation.teacher import EMBEDDING_DIM
 from training.pretrain import PRETRAIN
 from training.trainer import LossFn
 

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from birdnet.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
 from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
@@ -58,7 +59,6 @@ from distillation.soft_label_records import (
     settings_hash,
     signal_arrays,
 )
-from distillation.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
 from distillation.window_labeller import WindowLabeller, concat_signals
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from birdnet.teacher import BirdNetFiles, BirdNetTeacher, TeacherSignals
 from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
-from distillation.teacher import BirdNetFiles, BirdNetTeacher, TeacherSignals
 
 # (stage, reason) of a file that could not be labelled.
 Failure = tuple[str, str]

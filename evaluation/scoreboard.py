@@ -41,6 +41,7 @@ from datasets.dataset_factory import (
     source_roots,
 )
 from datasets.split_manifest import DatasetError, save_manifest
+from distillation.losses.hard import CrossEntropyLoss
 from evaluation.birdnet_windows import BirdNetWindowCache
 from evaluation.folds import assign_folds, fold_manifest
 from evaluation.linear_probe import fit_linear_head, linear_head_predictions, window_embeddings
@@ -48,7 +49,6 @@ from evaluation.report import metric_rows, write_outputs
 from models import load_checkpoint
 from training.config_checks import check_training_config
 from training.run import latest_unfinished, run_training
-from training.trainer import cross_entropy_loss
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
         seen["examples"] = [e for split in ("train", "val")
                             for e in data.datasets[split].examples]
         seen["train_windows"] = len(data.datasets["train"])
-        return recipe_loss(run_cfg, data) if recipe_loss else cross_entropy_loss
+        return recipe_loss(run_cfg, data) if recipe_loss else CrossEntropyLoss()
 
     results = run_training(fold_cfg, fold_dir / "train", loss_factory)
     model, checkpoint = load_checkpoint(fold_dir / "train" / "best_model.pt")
@@ -223,7 +223,7 @@ def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     if str(ev.trainer) == "distillation" and bool(ev.extract_soft_labels):
         _ensure_soft_labels(cfg, class_names)
-    from distillation.teacher import species_names
+    from birdnet.teacher import species_names
 
     names = species_names()
     birdnet_indices = [names.index(name) for name in class_names[:-1]]

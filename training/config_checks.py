@@ -195,8 +195,8 @@ def _check_distillation(check: _Checker, species: list[str]) -> None:
             f"dataset.soft_labels_path={soft_labels} does not exist; run "
             "extract_soft_labels.py for these species first"
         )
-    from distillation.species_names import UnknownSpeciesError
-    from distillation.teacher import species_names
+    from birdnet.species_names import UnknownSpeciesError
+    from birdnet.teacher import species_names
 
     names = species_names()
     for name in species:

@@ -23,6 +23,7 @@ from common.runtime import resolve_device, seed_everything
 from common.skipped_files import write_skipped_files
 from datasets.dataset_factory import DataBundle, build_data
 from datasets.split_manifest import MANIFEST_FILENAME, manifest_to_records, save_manifest
+from distillation.losses.hard import CrossEntropyLoss
 from models import (
     build_model,
     check_class_names,
@@ -44,7 +45,7 @@ from training.metrics import classification_metrics
 from training.plots import plot_confusion_matrix, plot_training_history
 from training.pretrain import check_stage, load_pretrained
 from training.resume_state import capture_rng_state, continue_log_in, restore_rng_state
-from training.trainer import FitState, LossFn, Trainer, cross_entropy_loss, monitor_score
+from training.trainer import FitState, LossFn, Trainer, monitor_score
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def run_training(
              int(cfg.dataset.num_workers))
 
     # A loss factory may also wrap the datasets (distillation attaches teacher logits).
-    loss_fn = loss_factory(cfg, data) if loss_factory else cross_entropy_loss
+    loss_fn = loss_factory(cfg, data) if loss_factory else CrossEntropyLoss()
     if isinstance(loss_fn, torch.nn.Module):
         loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(cfg, model)

@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, dict], torch.Tensor]
 
 
-def cross_entropy_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    return F.cross_entropy(logits, batch["label"])
-
-
 @dataclass
 class EvalResult:
     loss: float

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from birdnet.teacher import EMBEDDING_DIM
+from common.activations import sigmoid
 from common.errors import UserError
 from datasets.bird_dataset import WindowDataset
 from distillation.soft_labels import NO_BIRDS_KEY_PREFIX, SoftLabelStore
-from distillation.teacher import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class SoftLabelWindowDataset(Dataset):
         if confidence_threshold > 0:
             # A teacher that is sure of nothing (every class's sigmoid below the threshold)
             # has no knowledge to pass on: such windows learn from their hard label alone.
-            confidence = 1.0 / (1.0 + np.exp(-self.teacher_logits.max(axis=1)))
+            confidence = sigmoid(self.teacher_logits.max(axis=1))
             unsure = self.has_teacher & (confidence < confidence_threshold)
             self.has_teacher &= ~unsure
             self.unsure_count = int(unsure.sum())

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from common.activations import sigmoid
 from datasets.audio_cache import DecodedAudioCache
 from distillation.losses.embedding import IGNORE_LABEL
 from distillation.soft_labels import SoftLabelStore
@@ -127,7 +128,7 @@ class TeacherWindowDataset(Dataset):
             audio = cut_window(self._audio_of(item.key), self.cache.sample_rate,
                                self.clip_duration, start)
             logits, embedding = self._targets(self.store.record(item.key), item.row)
-        confident = 1.0 / (1.0 + np.exp(-float(logits.max()))) >= self.confidence_threshold
+        confident = float(sigmoid(logits.max())) >= self.confidence_threshold
         out = {
             # A copy: the cache is a read-only memory map.
             "audio": torch.from_numpy(np.array(audio, dtype=np.float32)),

@@ -4,7 +4,7 @@ Teacher signal
 --------------
 ``batch["teacher_logits"]`` holds, per window, C raw teacher logits in the student's class
 order: BirdNET's logit for each target species, then a no_birds logit (``logit(1 - p_bird)``,
-see ``distillation.teacher.NO_BIRDS_SIGNAL_DEFINITION``). BirdNET's outputs are independent
+see ``birdnet.teacher.NO_BIRDS_SIGNAL_DEFINITION``). BirdNET's outputs are independent
 sigmoids, ``P(class c present) = sigmoid(z_c)``, not one softmax, so a soft target over the
 C classes has to be *chosen*. Two are offered (``loss.soft_target``):
 

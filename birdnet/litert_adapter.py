@@ -38,7 +38,7 @@ def install() -> None:
     # submodule from sys.modules instead of searching the disk.
     package = types.ModuleType("tflite_runtime")
     package.__path__ = []  # type: ignore[attr-defined]
-    package.__doc__ = "Alias of ai_edge_litert registered by distillation.litert_adapter."
+    package.__doc__ = "Alias of ai_edge_litert registered by birdnet.litert_adapter."
     package.interpreter = litert_interpreter  # type: ignore[attr-defined]
     sys.modules["tflite_runtime"] = package
     sys.modules["tflite_runtime.interpreter"] = litert_interpreter
