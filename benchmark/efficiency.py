@@ -1,6 +1,6 @@
 """Cost of the student and of BirdNET, measured in the benchmark's own run.
 
-The figures come from ``edge.latency`` (the same code as ``python -m edge.latency``): one
+The figures come from ``export.latency`` (the same code as ``python -m export.latency``): one
 thread, batch 1, per 3 s window including the front-end, each engine in its own process.
 The student is timed as it is deployed (ONNX INT8, exported on the fly unless an export is
 given) and, for reference, in PyTorch.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.latency import measure_latency
+from export.latency import measure_latency
 
 
 def measure_efficiency(checkpoint_path: str | Path, windows: int = 20,

@@ -8,8 +8,8 @@ student's species; cached per recording) -> segment scores -> thresholds -> metr
 per-segment table and plots in ``benchmark.paths.output_dir``.
 
 Thresholds in use, per model and species (``soundscape.thresholds``): ``fixed`` when set;
-otherwise chosen on the checkpoint's validation split with the rule of ``edge.calibrate``
-(the same code as ``python -m edge.calibrate``), for the student and for BirdNET alike; with
+otherwise chosen on the checkpoint's validation split with the rule of ``export.calibrate``
+(the same code as ``python -m export.calibrate``), for the student and for BirdNET alike; with
 ``benchmark.paths.exported_dir`` the student uses the thresholds stored in that export's
 model.json, which are what ``predict.py`` applies.
 """
@@ -73,7 +73,7 @@ def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: D
     from birdnet.teacher import SAMPLE_RATE, WINDOW_SAMPLES
     from datasets.audio_utils import pad_or_crop, resample
     from edge.errors import EdgeError
-    from edge.manifest_windows import split_windows
+    from export.calibration_windows import split_windows
 
     roots = checkpoint_roots(checkpoint, cfg)
     birdnet_settings = OmegaConf.to_container(cfg.birdnet, resolve=True)
@@ -110,7 +110,7 @@ def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: D
 def _thresholds(cfg: DictConfig, checkpoint: dict, model_path: Path, model, device,
                 species: list[str], cache_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Per-model threshold vectors and a description of where they came from."""
-    from edge.calibrate import calibrate_thresholds
+    from export.calibrate import calibrate_thresholds
 
     settings = cfg.soundscape.thresholds
     n = len(species)
@@ -169,7 +169,7 @@ def run_soundscape(cfg: DictConfig) -> dict:
 
     annotations = bench_path(cfg.benchmark.paths.annotations)
     audio_dir = cfg.benchmark.paths.soundscape_audio_dir
-    from edge.export import common_names_for
+    from export.onnx_export import common_names_for
 
     common = {v: k for k, v in common_names_for(species).items()}
     segments = load_segments(annotations, bench_path(audio_dir) if audio_dir else None,

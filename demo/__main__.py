@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("demo: the demo configs read demo_data/; use --out demo_data", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    run("demo corpus (synthetic)", ["-m", "datasets.demo_corpus", "--out", out])
+    run("demo corpus (synthetic)", ["-m", "demo.corpus", "--out", out])
     run("no-birds samples", [
         "generate_no_birds_samples.py", "--bird_dir", f"{out}/bird_sound_dataset",
         "--esc50_dir", f"{out}/esc50", "--output_dir", f"{out}/no_birds", "--num_samples", "40",
@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         ])
     # Per-species thresholds from the validation split, stored in model.json for predict.py.
     run("per-species thresholds", [
-        "-m", "edge.calibrate", "--checkpoint", str(model.relative_to(REPO)),
+        "-m", "export.calibrate", "--checkpoint", str(model.relative_to(REPO)),
         "--exported", f"{out}/exported",
     ])
     run("benchmark against BirdNET", ["benchmark/run_benchmark.py", "--config-name=demo"])
     run("long field recording (synthetic)", [
-        "-c", "from datasets.demo_corpus import write_long_recording as w; "
+        "-c", "from demo.corpus import write_long_recording as w; "
         f"w('{out}/long_recording.wav', minutes=3.0)",
     ])
     run("inference on the long recording", [

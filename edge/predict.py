@@ -276,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between window starts (default: the model's, 1.0)")
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence threshold for every species (default: the model's own, per "
-                        "species when set by python -m edge.calibrate, else 0.5)")
+                        "species when set by python -m export.calibrate, else 0.5)")
     p.add_argument("--class_thresholds", default=None,
                    help="per-species thresholds: 'Genus_species=0.3,...' or a .json/.csv file")
     p.add_argument("--block_seconds", type=float, default=DEFAULT_BLOCK_S,

@@ -44,7 +44,7 @@ class Classifier(Protocol):
     def predict_windows(self, windows: np.ndarray) -> np.ndarray: ...
 
 
-class _Base:
+class WindowClassifier:
     info: ModelInfo
 
     def _check(self, windows: np.ndarray) -> np.ndarray:
@@ -75,7 +75,7 @@ def session_options(threads: int):
     return options
 
 
-class OnnxClassifier(_Base):
+class OnnxClassifier(WindowClassifier):
     def __init__(self, path: str | Path, info: ModelInfo | None = None, threads: int = 1) -> None:
         import onnxruntime as ort
 
@@ -98,28 +98,6 @@ class OnnxClassifier(_Base):
 
     def predict_logits(self, windows: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: self._check(windows)})[0]
-
-
-class TorchClassifier(_Base):
-    """A checkpoint run in PyTorch: the reference the ONNX files are compared with."""
-
-    def __init__(self, path: str | Path, threads: int = 1, hop_s: float = 1.0,
-                 threshold: float = 0.5) -> None:
-        import torch
-
-        from edge.export import load_student, model_info
-
-        torch.set_num_threads(threads)
-        self.model, checkpoint = load_student(path)
-        self.info = model_info(Path(path), checkpoint, self.model, hop_s, threshold)
-        self.path = Path(path)
-        self.description = f"PyTorch {self.path.name} ({threads} thread{'s' * (threads > 1)})"
-
-    def predict_logits(self, windows: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(self._check(windows))).numpy()
 
 
 def load_classifier(path: str | Path, threads: int = 1, precision: str = "int8") -> Classifier:
@@ -149,5 +127,8 @@ def load_classifier(path: str | Path, threads: int = 1, precision: str = "int8")
     if path.suffix == ".onnx":
         return OnnxClassifier(path, None, threads)
     if path.suffix == ".pt":
+        # A checkpoint needs torch: only on the training machine (the export tools).
+        from export.torch_classifier import TorchClassifier
+
         return TorchClassifier(path, threads)
     raise EdgeError(f"{path}: expected an export folder, a .onnx file or a .pt checkpoint")

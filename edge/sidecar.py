@@ -52,7 +52,7 @@ class ModelInfo:
     files: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
-    # How ``thresholds`` were chosen by ``python -m edge.calibrate`` (empty: one fixed value).
+    # How ``thresholds`` were chosen by ``python -m export.calibrate`` (empty: one fixed value).
     threshold_calibration: dict[str, Any] = field(default_factory=dict)
     version: int = SIDECAR_VERSION
 

@@ -91,7 +91,7 @@ def test_split_manifest_cannot_point_outside_the_data(demo_corpus, tmp_path):
 
 
 def test_checkpoint_manifest_cannot_point_outside_the_data(tmp_path):
-    from edge.manifest_windows import split_windows
+    from export.calibration_windows import split_windows
 
     write_wav(tmp_path / "outside.wav", tone_burst(32000, 2000, 4.0), 32000)
     (tmp_path / "birds").mkdir()

@@ -116,7 +116,7 @@ def test_raven_tables_and_csv_become_segments(tmp_path):
 
 def test_soundscape_end_to_end_on_planted_calls(demo_checkpoint, tmp_path):
     from benchmark.soundscape import run_soundscape
-    from datasets.demo_corpus import write_long_recording
+    from demo.corpus import write_long_recording
 
     audio = tmp_path / "field"
     write_long_recording(audio / "site.wav", minutes=0.5)

@@ -68,7 +68,7 @@ def test_quiet_segments_on_generated_recording_with_known_silence():
 def test_long_recording_has_annotated_calls_and_is_idempotent(tmp_path):
     import soundfile as sf
 
-    from datasets.demo_corpus import write_long_recording
+    from demo.corpus import write_long_recording
 
     path = write_long_recording(tmp_path / "long.wav", minutes=1.0)
     calls = pd.read_csv(tmp_path / "long.annotations.csv")

@@ -336,7 +336,7 @@ def test_embedding_recipe_needs_embeddings_in_the_soft_labels(extracted, corpus,
 
 
 def test_the_exported_model_leaves_the_projection_head_out(tmp_path):
-    from edge.export import export_checkpoint
+    from export.onnx_export import export_checkpoint
     from models import build_model, save_checkpoint
 
     model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM)

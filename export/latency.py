@@ -1,4 +1,4 @@
-"""Latency of the student against BirdNET: ``python -m edge.latency --checkpoint PATH``
+"""Latency of the student against BirdNET: ``python -m export.latency --checkpoint PATH``
 
 One 3 s window, batch 1, one thread, front-end included, for: the student in PyTorch, ONNX
 FP32 and ONNX INT8 (onnxruntime), and BirdNET V2.4 FP32 (LiteRT). Each engine runs in its
@@ -134,7 +134,7 @@ def measure_engine(engine: str, path: str, repeats: int, threads: int = 1) -> di
     if engine == "pytorch":
         import torch
 
-        from edge.export import load_student
+        from export.onnx_export import load_student
         from models import count_parameters
 
         torch.set_num_threads(threads)
@@ -268,7 +268,7 @@ def _export_for_timing(checkpoint: Path, out: Path, data_roots: dict | None) -> 
     import numpy as np
 
     from edge.errors import EdgeError
-    from edge.export import export_checkpoint, load_student
+    from export.onnx_export import export_checkpoint, load_student
 
     try:
         export_checkpoint(checkpoint, out, data_roots=data_roots)
@@ -320,9 +320,9 @@ def format_table(report: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from common.errors import exit_on_user_error
-    from edge.export_cli import data_root_arguments, data_roots
+    from export.cli import data_root_arguments, data_roots
 
-    p = argparse.ArgumentParser(prog="python -m edge.latency", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.latency", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="the student's .pt checkpoint")
     p.add_argument("--exported", default=None,
                    help="export folder of that checkpoint (default: export to a temp folder)")

@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo corpus generator (datasets/demo_corpus.py)."""
+"""Tests for the synthetic demo corpus generator (demo/corpus.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, sosfiltfilt
 
-from datasets.demo_corpus import DEMO_SPECIES, DemoCorpus, generate_demo_corpus, main
+from demo.corpus import DEMO_SPECIES, DemoCorpus, generate_demo_corpus, main
 
 ESC50_COLUMNS = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
 ESC50_TARGETS = {"rain": 10, "wind": 16, "engine": 44, "clock_tick": 38, "chirping_birds": 14}
@@ -176,7 +176,7 @@ def test_foreign_data_is_not_clobbered(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "demo"
     argv = ["--out", str(out), "--recordings-per-species", "1", "--esc50-clips-per-category", "1"]
-    with caplog.at_level("INFO", logger="datasets.demo_corpus"):
+    with caplog.at_level("INFO", logger="demo.corpus"):
         assert main(argv) == 0
     assert "Bubo_bubo=1" in caplog.text and "ESC-50 clips: 5" in caplog.text
     assert (out / ".demo_corpus.json").is_file()

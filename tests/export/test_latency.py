@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge.latency import ENGINES, format_table, main
+from export.latency import ENGINES, format_table, main
 
 
 def test_latency_reports_every_engine(demo_checkpoint, exported_dir, tmp_path, capsys):

@@ -647,7 +647,7 @@ def _write_annotations(path: Path, calls: list[_Call], call_paths: list[str]) ->
 def _note_text(args: _Args) -> str:
     return (
         "SYNTHETIC DEMO CORPUS - not real bird recordings.\n"
-        f"Made by datasets/demo_corpus.py (generator version {args.version}) with seed "
+        f"Made by demo/corpus.py (generator version {args.version}) with seed "
         f"{args.seed}, {args.recordings_per_species} recordings per species, base sample rate "
         f"{args.sample_rate} Hz, {args.esc50_clips_per_category} ESC-50-style clips per "
         "category.\nEvery planted call is listed in annotations.csv. The ESC-50 folder only "
@@ -801,7 +801,7 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m datasets.demo_corpus",
+        prog="python -m demo.corpus",
         description="Generate the synthetic demo bird-sound corpus (deterministic).",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")

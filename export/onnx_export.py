@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from edge.errors import EdgeError
-from edge.fast_frontend import with_fast_frontend
 from edge.sidecar import (
     FP32_FILENAME,
     INT8_FILENAME,
@@ -27,6 +26,7 @@ from edge.sidecar import (
     finalize_onnx,
     write_sidecar,
 )
+from export.fast_frontend import with_fast_frontend
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,8 @@ def export_checkpoint(
 
     int8_path = None
     if int8:
-        from edge.manifest_windows import split_windows
-        from edge.quantize import quantize_int8
+        from export.calibration_windows import split_windows
+        from export.quantize import quantize_int8
 
         if calibration_audio is None:
             calibration_audio = split_windows(

@@ -1,4 +1,4 @@
-"""Does the exported model behave like the checkpoint?  ``python -m edge.parity``
+"""Does the exported model behave like the checkpoint?  ``python -m export.parity``
 
 On the test split of the checkpoint's own manifest (windows chosen as in training, labels
 from the manifest) it reports:
@@ -21,7 +21,7 @@ import numpy as np
 
 from common.errors import exit_on_user_error
 from edge.errors import EdgeError
-from edge.export_cli import data_root_arguments, data_roots
+from export.cli import data_root_arguments, data_roots
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,11 @@ def check_parity(checkpoint_path: str | Path, exported_dir: str | Path,
                  max_windows: int | None = None, threads: int = 1,
                  splits: Sequence[str] = ("test",)) -> ParityReport:
     """Parity figures on the windows of ``splits`` (the test split unless told otherwise)."""
-    from edge.export import load_student
-    from edge.manifest_windows import LabelledWindows, split_windows
-    from edge.runtime import OnnxClassifier, TorchClassifier
+    from edge.runtime import OnnxClassifier
     from edge.sidecar import model_file, read_sidecar
+    from export.calibration_windows import LabelledWindows, split_windows
+    from export.onnx_export import load_student
+    from export.torch_classifier import TorchClassifier
     from training.metrics import classification_metrics
 
     exported_dir = Path(exported_dir)
@@ -143,7 +144,7 @@ def format_report(report: ParityReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edge.parity", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m export.parity", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--exported", required=True, help="folder written by export_model.py")
     p.add_argument("--max_windows", type=int, default=None, help="cap on test windows")

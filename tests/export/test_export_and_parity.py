@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import torch
 
-from edge.parity import FP32_ATOL, MAX_F1_DROP, MIN_TOP1_AGREEMENT, check_parity
 from edge.runtime import load_classifier
 from edge.sidecar import file_sha256, read_sidecar
+from export.parity import FP32_ATOL, MAX_F1_DROP, MIN_TOP1_AGREEMENT, check_parity
 from models import load_checkpoint
 from tests.conftest import REPO_ROOT
 
@@ -39,7 +39,7 @@ def test_export_writes_models_and_sidecar(exported_dir, demo_checkpoint):
 def test_onnx_fp32_matches_pytorch_and_int8_agrees(exported_dir, demo_checkpoint):
     # All splits: the demo test split has ~20 windows, where a single near-tie of this
     # barely trained model flipping under INT8 would already be 5 %. The command itself
-    # (python -m edge.parity) reports the test split.
+    # (python -m export.parity) reports the test split.
     report = check_parity(demo_checkpoint, exported_dir, splits=("train", "val", "test"))
     assert report.n_windows >= 100
     assert report.max_abs_diff_fp32 <= FP32_ATOL

@@ -1,7 +1,7 @@
 """Per-species thresholds chosen on the checkpoint's validation split, written into model.json.
 
-    python -m edge.calibrate --checkpoint best_model.pt --exported exported/ [--rule best_f1]
-    python -m edge.calibrate --checkpoint best_model.pt --exported exported/ \
+    python -m export.calibrate --checkpoint best_model.pt --exported exported/ [--rule best_f1]
+    python -m export.calibrate --checkpoint best_model.pt --exported exported/ \
         --rule precision --target_precision 0.9
 
 The exported model (INT8 by default, the file ``predict.py`` runs) scores the validation
@@ -32,7 +32,7 @@ import numpy as np
 from common.errors import exit_on_user_error
 from edge.errors import EdgeError
 
-log = logging.getLogger("edge.calibrate")
+log = logging.getLogger("export.calibrate")
 
 RULES = ("best_f1", "precision")
 DEFAULT_TARGET_PRECISION = 0.9
@@ -147,10 +147,10 @@ def calibrate_export(checkpoint_path: str | Path, exported: str | Path, *, rule:
                      precision: str = "int8", roots: dict[str, str] | None = None,
                      max_windows: int | None = None) -> dict[str, ThresholdChoice]:
     """Choose thresholds on the validation split and store them in ``exported``/model.json."""
-    from edge.export import load_student
-    from edge.manifest_windows import split_windows
     from edge.runtime import load_classifier
     from edge.sidecar import read_sidecar, write_sidecar
+    from export.calibration_windows import split_windows
+    from export.onnx_export import load_student
 
     exported = Path(exported)
     info = read_sidecar(exported)
@@ -195,7 +195,7 @@ def format_choices(choices: dict[str, ThresholdChoice], thresholds: dict[str, fl
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m edge.calibrate",
+        prog="python -m export.calibrate",
         description="Choose per-species thresholds on the validation split and store them in "
                     "an export folder's model.json (predict.py uses them by default).",
     )
@@ -207,14 +207,14 @@ def parser() -> argparse.ArgumentParser:
                    help="precision the 'precision' rule must reach on validation windows")
     p.add_argument("--precision", dest="model_precision", choices=("int8", "fp32"),
                    default="int8", help="which exported model scores the windows (as predict.py)")
-    from edge.export_cli import data_root_arguments
+    from export.cli import data_root_arguments
 
     data_root_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge.export_cli import data_roots
+    from export.cli import data_roots
 
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

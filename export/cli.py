@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import exit_on_user_error
-from edge.export import (
+from export.onnx_export import (
     DEFAULT_CALIBRATION_WINDOWS,
     DEFAULT_HOP_S,
     DEFAULT_OPSET,
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:<18} {sizes[kind] / 1024:8.1f} KB")
     print(f"  model.json         classes: {', '.join(result.info.class_names)}")
     print(f"  ONNX FP32 vs PyTorch max |logit diff| on test audio: {result.max_abs_diff_fp32:.2e}")
-    print("check INT8 parity on test-split windows with: python -m edge.parity "
+    print("check INT8 parity on test-split windows with: python -m export.parity "
           f"--checkpoint {args.checkpoint} --exported {result.out_dir}")
     return 0
 

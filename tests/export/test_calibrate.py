@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edge.calibrate import calibrate_export, calibrate_thresholds, choose_threshold, main
 from edge.errors import EdgeError
 from edge.predict import PredictOptions, run_prediction
 from edge.runtime import OnnxClassifier
 from edge.sidecar import read_sidecar
+from export.calibrate import calibrate_export, calibrate_thresholds, choose_threshold, main
 
 POSITIVE = [0.9, 0.8, 0.6]
 NEGATIVE = [0.7, 0.2, 0.1]

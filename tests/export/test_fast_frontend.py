@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge.fast_frontend import FactorizedPowerSpectrogram, choose_factors, with_fast_frontend
+from export.fast_frontend import FactorizedPowerSpectrogram, choose_factors, with_fast_frontend
 from models import build_model
 from modules import PowerSpectrogram
 
