@@ -13,9 +13,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from benchmark.paths import bench_path, repo_path
-from common.safe_paths import path_inside
 from common.skipped_files import SkippedFile
 from datasets.audio_utils import is_audio_file
+from datasets.manifest_files import source_file, source_roots
 from datasets.split_manifest import DatasetError, SourceFile, limit_files_per_class
 
 log = logging.getLogger(__name__)
@@ -23,26 +23,18 @@ log = logging.getLogger(__name__)
 GROUND_TRUTH_COLUMNS = ["file", "path", "label", "source", "split"]
 
 
-def _root(checkpoint_dir: str | None, fallback: Path) -> Path:
-    """The checkpoint's own data folder when it exists here, else the benchmark's setting."""
-    if checkpoint_dir:
-        candidate = repo_path(checkpoint_dir)
-        if candidate.is_dir():
-            return candidate
-    return fallback
-
-
 def checkpoint_roots(checkpoint: dict, cfg: DictConfig) -> dict[str, Path]:
     """Data folder of each manifest source: the checkpoint's own when it exists here, else
     the benchmark's settings."""
-    data_cfg = (checkpoint.get("config") or {}).get("dataset", {})
     paths = cfg.benchmark.paths
-    return {
-        "bird": _root(data_cfg.get("bird_data_dir"), bench_path(paths.audio_dir)),
-        "esc50": _root(data_cfg.get("esc50_dir"), bench_path(paths.esc50_dir)),
-        "no_birds": _root(data_cfg.get("pregenerated_no_birds_dir"),
-                          bench_path(paths.no_birds_dir)),
-    }
+    fallback = {"bird": bench_path(paths.audio_dir), "esc50": bench_path(paths.esc50_dir),
+                "no_birds": bench_path(paths.no_birds_dir)}
+    own = source_roots((checkpoint.get("config") or {}).get("dataset") or {})
+    roots = {}
+    for source, folder in fallback.items():
+        candidate = repo_path(str(own[source])) if source in own else None
+        roots[source] = candidate if candidate is not None and candidate.is_dir() else folder
+    return roots
 
 
 def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
@@ -59,8 +51,7 @@ def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
     for row in manifest:
         if row["split"] != "test":
             continue
-        file = path_inside(roots.get(row["source"], roots["bird"]), row["path"],
-                           "the checkpoint's split manifest")
+        file = source_file(roots, row["source"], row["path"], "the checkpoint's split manifest")
         if not file.is_file():
             skipped.append(SkippedFile(str(file), "test file not found", "discovery"))
             continue

@@ -9,10 +9,10 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from benchmark.predict_student import file_windows
 from benchmark.scoring import aggregate, predictions_table
 from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio
+from datasets.windows import sliding_windows
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def predict_birdnet(class_names: list[str], truth: pd.DataFrame, cfg: DictConfig
         except AudioLoadError as error:
             skipped.append(SkippedFile(row.file, str(error), "birdnet"))
             continue
-        windows = file_windows(audio, teacher.sample_rate, teacher.window_s, float(settings.hop_s))
+        _, windows = sliding_windows(audio, teacher.sample_rate, teacher.window_s,
+                                     float(settings.hop_s))
         files.append(row.file)
         labels.append(row.label)
         scores.append(birdnet_file_scores(teacher.logits(windows), indices,

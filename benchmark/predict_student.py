@@ -13,16 +13,10 @@ from tqdm import tqdm
 from benchmark.scoring import aggregate, aggregate_no_birds, predictions_table
 from common.runtime import resolve_device
 from common.skipped_files import SkippedFile
-from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
+from datasets.audio_utils import AudioLoadError, load_audio
+from datasets.windows import sliding_windows
 
 log = logging.getLogger(__name__)
-
-
-def file_windows(audio: np.ndarray, sample_rate: int, clip_s: float, hop_s: float) -> np.ndarray:
-    """All clip-long windows of a file at ``hop_s`` (the last one aligned to the end)."""
-    length = int(round(clip_s * sample_rate))
-    starts = sliding_window_starts(len(audio) / sample_rate, clip_s, hop_s)
-    return np.stack([pad_or_crop(audio, length, int(round(s * sample_rate))) for s in starts])
 
 
 @torch.no_grad()
@@ -41,7 +35,7 @@ def predict_student(model: torch.nn.Module, checkpoint: dict, truth: pd.DataFram
         except AudioLoadError as error:
             skipped.append(SkippedFile(row.file, str(error), "student"))
             continue
-        windows = file_windows(audio, sample_rate, clip_s, float(inference.hop_s))
+        _, windows = sliding_windows(audio, sample_rate, clip_s, float(inference.hop_s))
         probs = []
         for start in range(0, len(windows), int(inference.batch_size)):
             batch = torch.from_numpy(windows[start : start + int(inference.batch_size)])

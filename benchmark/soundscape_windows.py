@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from benchmark import stage_cache
 from common.skipped_files import SkippedFile
-from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
+from datasets.audio_utils import AudioLoadError, load_audio, sliding_window_starts
+from datasets.windows import cut_windows
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,7 @@ def window_batches(audio: np.ndarray, sample_rate: int, clip_s: float, hop_s: fl
     starts = sliding_window_starts(len(audio) / sample_rate, clip_s, hop_s)
     for i in range(0, len(starts), chunk):
         part = starts[i : i + chunk]
-        yield part, np.stack([pad_or_crop(audio, length, int(round(s * sample_rate)))
-                              for s in part]).astype(np.float32)
+        yield part, cut_windows(audio, sample_rate, part, length)
 
 
 def score_recording(path: str, score: ScoreBatch, sample_rate: int, clip_s: float,

@@ -7,8 +7,6 @@ loading stays a small share of a training step.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,40 +19,21 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from common.safe_paths import StorageError, display_path, path_inside
+from common.safe_paths import StorageError
 from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import (
-    DEFAULT_CALL_BAND_HZ,
     AudioLoadError,
-    detect_call_windows,
-    loudest_window_start,
-    sliding_window_starts,
 )
 from datasets.augmentation import mix_at_snr, random_snr_db
-from datasets.empty_segment_dataset import find_quiet_segments
-from datasets.split_manifest import DatasetError
+from datasets.manifest_files import source_file
+from datasets.windows import WindowSettings, training_window_starts
 
 log = logging.getLogger(__name__)
 
 NO_BIRDS = "no_birds"
 # Bump when the window analysis changes, so cached results from older code are not reused.
 ANALYSIS_VERSION = 2
-
-
-@dataclass(frozen=True)
-class WindowSettings:
-    """How examples are cut from a recording; part of the cache key of the results."""
-
-    clip_duration: float = 3.0
-    extract_calls: bool = True
-    call_band_hz: tuple[float, float] = DEFAULT_CALL_BAND_HZ
-    call_threshold_k: float = 2.0
-    energy_threshold_factor: float = 1.5
-    quiet_segments_per_file: int = 2
-
-    def digest(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -79,36 +58,6 @@ class WindowExample:
     kind: str  # "call" | "quiet" | "clip"
 
 
-def _analyse(audio: np.ndarray, sr: int, settings: WindowSettings, bird: bool) -> dict:
-    if not bird:
-        # Background audio: a short clip (ESC-50's 5 s) gives its most energetic window, so
-        # the sound is really in it; a long file is cut into consecutive clips.
-        clip = settings.clip_duration
-        total = len(audio) / sr
-        if total <= 2 * clip:
-            starts = [round(loudest_window_start(audio, sr, clip, (20.0, sr / 2)), 4)]
-        else:
-            starts = sliding_window_starts(total, clip, clip)
-        return {"call_starts": starts, "quiet_starts": [], "used_fallback": False}
-    if settings.extract_calls:
-        calls, fallback = detect_call_windows(
-            audio, sr, settings.clip_duration, settings.call_band_hz, k=settings.call_threshold_k
-        )
-    else:
-        clip = settings.clip_duration
-        calls = sliding_window_starts(len(audio) / sr, clip, clip)
-        fallback = False
-    quiet = find_quiet_segments(
-        audio,
-        sr,
-        settings.clip_duration,
-        settings.energy_threshold_factor,
-        settings.quiet_segments_per_file,
-        settings.call_band_hz,
-    )
-    return {"call_starts": calls, "quiet_starts": quiet, "used_fallback": fallback}
-
-
 def _prepare_with_cache(
     row: dict, abs_path: str, cache: DecodedAudioCache, settings: WindowSettings
 ) -> tuple[dict | None, str | None]:
@@ -126,7 +75,8 @@ def _prepare_with_cache(
     audio = cache.get(key)
     result = cache.read_json(key, name)
     if result is None:
-        result = _analyse(np.asarray(audio), cache.sample_rate, settings, bird)
+        result = asdict(training_window_starts(np.asarray(audio), cache.sample_rate,
+                                               settings, bird))
         cache.write_json(key, name, result)
     prepared = PreparedRecording(
         path=row["path"],
@@ -146,16 +96,6 @@ def _prepare_in_worker(args: tuple) -> tuple[dict | None, str | None]:
     return _prepare_with_cache(row, abs_path, DecodedAudioCache(cache_dir, sample_rate), settings)
 
 
-def source_file(roots: dict[str, Path], row: dict) -> Path:
-    """The file a manifest row names, always inside its source's folder."""
-    if row["source"] not in roots:
-        raise DatasetError(
-            f"split manifest row '{display_path(row['path'])}' has source '{row['source']}', "
-            f"not one of {sorted(roots)}; regenerate the manifest"
-        )
-    return path_inside(roots[row["source"]], row["path"], f"split manifest ({row['source']})")
-
-
 def prepare_recordings(
     manifest: pd.DataFrame,
     roots: dict[str, Path],
@@ -168,7 +108,8 @@ def prepare_recordings(
     rows = manifest.to_dict(orient="records")
     cache_dir = cache.cache_dir.parent if cache.cache_dir is not None else None
     jobs = [
-        (row, str(source_file(roots, row)), cache_dir, cache.sample_rate, settings)
+        (row, str(source_file(roots, row["source"], row["path"])), cache_dir,
+         cache.sample_rate, settings)
         for row in rows
     ]
     parallel = num_workers > 1 and cache_dir is not None and len(jobs) > 4

@@ -24,7 +24,6 @@ from datasets.bird_dataset import (
     PreparedRecording,
     WindowDataset,
     WindowExample,
-    WindowSettings,
     build_examples,
     prepare_recordings,
 )
@@ -34,6 +33,7 @@ from datasets.esc50_dataset import (
     load_esc50_metadata,
     no_bird_clips,
 )
+from datasets.manifest_files import source_roots
 from datasets.no_birds import (
     ESC50,
     QUIET_SEGMENT,
@@ -53,6 +53,7 @@ from datasets.split_manifest import (
     scan_species_folders,
 )
 from datasets.unlabelled import PreparedUnlabelled, prepare_unlabelled
+from datasets.windows import window_settings_from_config
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,6 @@ def class_names_from_config(dataset_cfg: DictConfig) -> list[str]:
     if NO_BIRDS in species:
         raise DatasetError(f"'{NO_BIRDS}' is added automatically; remove it from the class list")
     return [*species, NO_BIRDS]
-
-
-def window_settings_from_config(dataset_cfg: DictConfig) -> WindowSettings:
-    return WindowSettings(
-        clip_duration=float(dataset_cfg.clip_duration),
-        extract_calls=bool(dataset_cfg.extract_calls),
-        call_band_hz=(float(dataset_cfg.call_band_hz[0]), float(dataset_cfg.call_band_hz[1])),
-        call_threshold_k=float(dataset_cfg.call_threshold_k),
-        energy_threshold_factor=float(dataset_cfg.energy_threshold_factor),
-        quiet_segments_per_file=int(dataset_cfg.quiet_segments_per_file),
-    )
 
 
 @dataclass
@@ -187,15 +177,6 @@ def build_manifest(cfg: DictConfig, class_names: list[str], skipped: list[Skippe
     return pd.concat(parts, ignore_index=True)
 
 
-def source_roots(cfg: DictConfig) -> dict[str, Path]:
-    ds = cfg.dataset
-    return {
-        "bird": Path(ds.bird_data_dir),
-        "esc50": Path(ds.esc50_dir),
-        "no_birds": Path(ds.pregenerated_no_birds_dir),
-    }
-
-
 def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> DataBundle:
     ds = cfg.dataset
     class_names = class_names_from_config(ds)
@@ -204,7 +185,7 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
     cache = DecodedAudioCache(ds.cache_dir, int(ds.target_sr))
     settings = window_settings_from_config(ds)
     recordings = prepare_recordings(
-        manifest, source_roots(cfg), cache, settings, skipped, num_workers=int(ds.num_workers)
+        manifest, source_roots(ds), cache, settings, skipped, num_workers=int(ds.num_workers)
     )
     if not (manifest_path or ds.split_manifest):
         manifest = resplit_without_unusable(cfg, manifest, recordings, skipped)
@@ -235,7 +216,7 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
                                float(augment_cfg.background_snr_db[1])),
         )
     unlabelled = prepare_unlabelled(list(ds.get("unlabelled_dirs") or []), manifest,
-                                    source_roots(cfg), cache, skipped)
+                                    source_roots(cfg.dataset), cache, skipped)
     bundle = DataBundle(class_names, manifest, datasets, recordings, cache, skipped, unlabelled)
     _check_usable(bundle)
     return bundle

@@ -23,10 +23,9 @@ from datasets.dataset_factory import (
     esc50_category_map,
     esc50_manifest,
     resplit_without_unusable,
-    source_roots,
-    window_settings_from_config,
 )
 from datasets.esc50_dataset import ensure_esc50
+from datasets.manifest_files import source_roots
 from datasets.no_birds import (
     candidate_samples,
     plan_no_birds_samples,
@@ -34,6 +33,7 @@ from datasets.no_birds import (
     write_no_birds_folder,
 )
 from datasets.split_manifest import DatasetError
+from datasets.windows import window_settings_from_config
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def generate_no_birds(
     manifest = pd.concat(parts, ignore_index=True)
     cache = DecodedAudioCache(ds.cache_dir, int(ds.target_sr))
     recordings = prepare_recordings(
-        manifest, source_roots(cfg), cache, window_settings_from_config(ds), skipped,
+        manifest, source_roots(ds), cache, window_settings_from_config(ds), skipped,
         num_workers=int(ds.num_workers),
     )
     # The same split training makes: of the usable files only.

@@ -30,7 +30,8 @@ import numpy as np
 
 from birdnet.species_names import UnknownSpeciesError
 from birdnet.teacher import DEFAULT_BATCH_SIZE, BirdNetFiles, BirdNetTeacher, species_names
-from distillation.window_labeller import WindowLabeller, cut_windows
+from datasets.windows import cut_windows
+from distillation.window_labeller import WindowLabeller
 
 # The extraction side (pandas and all) is imported inside the functions that use it: spawned
 # worker processes import this module again, and should start as fast as the real CLI's.

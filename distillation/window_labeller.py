@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from birdnet.teacher import BirdNetFiles, BirdNetTeacher, TeacherSignals
-from datasets.audio_utils import AudioLoadError, load_audio, pad_or_crop, sliding_window_starts
+from datasets.audio_utils import AudioLoadError, load_audio, sliding_window_starts
+from datasets.windows import cut_windows
 
 # (stage, reason) of a file that could not be labelled.
 Failure = tuple[str, str]
@@ -30,20 +31,6 @@ class FileSignals:
     starts: np.ndarray  # (n,) window start times in seconds
     duration_s: float
     signals: TeacherSignals
-
-
-def cut_windows(audio: np.ndarray, sample_rate: int, starts: Sequence[float],
-                window_samples: int) -> np.ndarray:
-    """(len(starts), window_samples) float32; windows past the end are zero-padded."""
-    out = np.empty((len(starts), window_samples), dtype=np.float32)
-    for row, start in enumerate(starts):
-        out[row] = pad_or_crop(audio, window_samples, int(round(start * sample_rate)))
-    return out
-
-
-def window_starts(duration_s: float, hop_s: float, window_s: float) -> np.ndarray:
-    """Teacher window starts: every ``hop_s`` seconds, the last one aligned to the end."""
-    return np.asarray(sliding_window_starts(duration_s, window_s, hop_s), dtype=np.float64)
 
 
 def concat_signals(parts: Sequence[TeacherSignals]) -> TeacherSignals:
@@ -82,7 +69,8 @@ class WindowLabeller:
     def load(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """(audio at 48 kHz, window starts); raises AudioLoadError for unusable files."""
         audio, sr = load_audio(path, self.teacher.sample_rate)
-        return audio, window_starts(len(audio) / sr, self.hop_s, self.teacher.window_s)
+        starts = sliding_window_starts(len(audio) / sr, self.teacher.window_s, self.hop_s)
+        return audio, np.asarray(starts, dtype=np.float64)
 
     def label_audio(self, audio: np.ndarray, starts: np.ndarray) -> TeacherSignals:
         """Signals of the windows at ``starts`` of already-loaded 48 kHz audio."""

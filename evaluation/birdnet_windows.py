@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmark.predict_student import file_windows
 from common.file_io import write_atomic
 from common.skipped_files import SkippedFile
 from datasets.audio_cache import file_fingerprint
-from datasets.audio_utils import AudioLoadError, load_audio, sliding_window_starts
+from datasets.audio_utils import AudioLoadError, load_audio
+from datasets.windows import sliding_windows
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,11 @@ class BirdNetWindowCache:
         teacher = self._teacher
         audio, _ = load_audio(audio_path, teacher.sample_rate)
         # The benchmark's own windows, so BirdNET's scores here equal run_benchmark.py's.
-        windows = file_windows(audio, teacher.sample_rate, teacher.window_s, self.hop_s)
-        starts = np.asarray(sliding_window_starts(len(audio) / teacher.sample_rate,
-                                                  teacher.window_s, self.hop_s), np.float32)
+        starts, windows = sliding_windows(audio, teacher.sample_rate, teacher.window_s,
+                                          self.hop_s)
         logits, embeddings = teacher.logits_and_embeddings(windows)
-        return FileWindows(starts, logits.astype(np.float16), embeddings.astype(np.float16))
+        return FileWindows(np.asarray(starts, np.float32), logits.astype(np.float16),
+                           embeddings.astype(np.float16))
 
     def ensure(self, audio_paths: Iterable[str], skipped: list[SkippedFile]) -> set[str]:
         """Compute what is missing; return the paths that have outputs (bad files skipped)."""

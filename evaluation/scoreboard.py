@@ -38,8 +38,8 @@ from datasets.dataset_factory import (
     DataBundle,
     build_manifest,
     class_names_from_config,
-    source_roots,
 )
+from datasets.manifest_files import source_file, source_roots
 from datasets.split_manifest import DatasetError, save_manifest
 from distillation.losses.hard import CrossEntropyLoss
 from evaluation.birdnet_windows import BirdNetWindowCache
@@ -144,8 +144,9 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
                           ev.train_recordings_per_class)
     manifest_path = save_manifest(table, fold_dir / "fold_manifest.csv")
     fold_cfg = _fold_config(cfg, fold_dir, manifest_path, seed)
-    roots = source_roots(fold_cfg)
-    absolute = {row.path: str(roots[row.source] / row.path) for row in table.itertuples()}
+    roots = source_roots(fold_cfg.dataset)
+    absolute = {row.path: str(source_file(roots, row.source, row.path))
+                for row in table.itertuples()}
 
     recipe_loss = loss_factory_for(str(ev.trainer))
     seen: dict = {}
@@ -218,8 +219,8 @@ def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:
     base_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     base_cfg.dataset.split_manifest = None
     manifest = build_manifest(base_cfg, class_names, skipped)
-    roots = source_roots(cfg)
-    files = [str(roots[row.source] / row.path) for row in manifest.itertuples()]
+    roots = source_roots(cfg.dataset)
+    files = [str(source_file(roots, row.source, row.path)) for row in manifest.itertuples()]
 
     if str(ev.trainer) == "distillation" and bool(ev.extract_soft_labels):
         _ensure_soft_labels(cfg, class_names)

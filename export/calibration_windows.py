@@ -1,10 +1,10 @@
 """Labelled 3 s windows of one split of the checkpoint's own split manifest.
 
 INT8 calibration uses training-split windows and the parity check test-split windows, so
-neither ever sees audio from the other side of the split. Windows are chosen the way
-training chose them: windows around detected calls for bird recordings (when the run used
-``extract_calls``), consecutive windows for no_birds sources (ESC-50 clips, pregenerated
-no_birds clips).
+neither ever sees audio from the other side of the split. Windows are chosen by training's
+own code with the checkpoint's window settings (``datasets.windows``): windows around
+detected calls of bird recordings and their quiet stretches as no_birds, the loudest window
+of a short no_birds clip (ESC-50, pregenerated), consecutive windows of a long one.
 
 Manifest paths are relative to the folders in the checkpoint's config; data moves between
 machines, so every folder can be overridden (``roots``: keys ``bird``, ``esc50``,
@@ -21,26 +21,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.safe_paths import path_inside
 from common.skipped_files import SkippedFile
-from datasets.audio_utils import (
-    AudioLoadError,
-    detect_call_windows,
-    load_audio,
-    pad_or_crop,
-    sliding_window_starts,
-)
+from datasets.audio_utils import AudioLoadError, load_audio
+from datasets.bird_dataset import NO_BIRDS
+from datasets.manifest_files import missing_roots_hint, source_file, source_roots
+from datasets.windows import cut_windows, training_window_starts, window_settings_from_config
 from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
-
-# Manifest "source" -> the dataset config key holding its root folder.
-ROOT_CONFIG_KEYS: dict[str, str] = {
-    "bird": "bird_data_dir",
-    "esc50": "esc50_dir",
-    "no_birds": "pregenerated_no_birds_dir",
-}
-
 
 @dataclass
 class LabelledWindows:
@@ -52,37 +40,6 @@ class LabelledWindows:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def source_roots(checkpoint: dict, overrides: dict[str, str | Path] | None = None) -> dict:
-    """Root folder of each manifest source: overrides first, else the training config."""
-    dataset_cfg = (checkpoint.get("config") or {}).get("dataset") or {}
-    roots = {}
-    for source, key in ROOT_CONFIG_KEYS.items():
-        value = (overrides or {}).get(source) or dataset_cfg.get(key)
-        if value:
-            roots[source] = Path(value)
-    return roots
-
-
-def _window_starts(audio: np.ndarray, sr: int, clip_s: float, source: str,
-                   dataset_cfg: dict) -> list[float]:
-    total_s = len(audio) / sr
-    if source == "bird" and dataset_cfg.get("extract_calls", True):
-        band = dataset_cfg.get("call_band_hz") or (300.0, 11000.0)
-        starts, _ = detect_call_windows(
-            audio, sr, clip_s, band_hz=(float(band[0]), float(band[1])),
-            k=float(dataset_cfg.get("call_threshold_k", 2.0)),
-        )
-        return starts
-    return sliding_window_starts(total_s, clip_s, clip_s)
-
-
-def _missing_root_hint(roots: dict[str, Path], sources: set[str]) -> str:
-    flags = {"bird": "--bird_dir", "esc50": "--esc50_dir", "no_birds": "--no_birds_dir"}
-    missing = [f"{s} ({roots.get(s, 'not configured')}; {flags[s]})" for s in sorted(sources)
-               if s not in roots or not roots[s].is_dir()]
-    return f" Missing folders: {', '.join(missing)}." if missing else ""
 
 
 def split_windows(
@@ -108,7 +65,8 @@ def split_windows(
     clip_s = float(checkpoint["audio"]["clip_duration"])
     clip = int(round(sr * clip_s))
     dataset_cfg = (checkpoint.get("config") or {}).get("dataset") or {}
-    root_of = source_roots(checkpoint, roots)
+    root_of = source_roots(dataset_cfg, roots)
+    settings = window_settings_from_config({**dataset_cfg, "clip_duration": clip_s})
 
     order = np.random.default_rng(seed).permutation(len(manifest))
     per_file = math.ceil(max_windows / len(manifest)) if max_windows else None
@@ -118,8 +76,11 @@ def split_windows(
         if max_windows and len(labels) >= max_windows:
             break
         row = manifest[i]
-        root = root_of.get(row["source"])
-        path = path_inside(root or ".", row["path"], "the checkpoint's split manifest")
+        if row["source"] not in root_of:
+            skipped.append(SkippedFile(row["path"], f"no folder for source {row['source']}",
+                                       purpose))
+            continue
+        path = source_file(root_of, row["source"], row["path"], "the checkpoint's split manifest")
         if row["label"] not in class_names:
             skipped.append(SkippedFile(str(path), f"label {row['label']} not a model class",
                                        purpose))
@@ -129,14 +90,21 @@ def split_windows(
         except AudioLoadError as error:
             skipped.append(SkippedFile(str(path), str(error), purpose))
             continue
-        starts = _window_starts(signal, sr, clip_s, row["source"], dataset_cfg)
-        if per_file and len(starts) > per_file:
-            starts = sorted(rng.choice(starts, size=per_file, replace=False).tolist())
-        for start in starts:
-            audio.append(pad_or_crop(signal, clip, int(round(start * sr))))
-            labels.append(class_names.index(row["label"]))
-            paths.append(row["path"])
-            starts_out.append(float(start))
+        bird = row["source"] == "bird" and row["label"] != NO_BIRDS
+        found = training_window_starts(signal, sr, settings, bird)
+        # Training's examples of this file: its call windows with the file's label, and the
+        # quiet stretches of a bird recording as no_birds.
+        examples = [(start, row["label"]) for start in found.call_starts]
+        if NO_BIRDS in class_names:
+            examples += [(start, NO_BIRDS) for start in found.quiet_starts]
+        if per_file and len(examples) > per_file:
+            picked = rng.choice(len(examples), size=per_file, replace=False)
+            examples = [examples[i] for i in sorted(picked)]
+        starts = [start for start, _ in examples]
+        audio.extend(cut_windows(signal, sr, starts, clip))
+        labels += [class_names.index(label) for _, label in examples]
+        paths += [row["path"]] * len(examples)
+        starts_out += [float(start) for start in starts]
     if skipped:
         log.warning("%d %s-split files could not be used for %s (first: %s: %s)",
                     len(skipped), split, purpose, skipped[0].path, skipped[0].reason)
@@ -144,7 +112,7 @@ def split_windows(
         sources = {row["source"] for row in manifest}
         raise EdgeError(
             f"no {split}-split audio could be read for {purpose}: the checkpoint's manifest "
-            f"points to folders that are not on this machine.{_missing_root_hint(root_of, sources)}"
+            f"points to folders that are not on this machine.{missing_roots_hint(root_of, sources)}"
         )
     if max_windows:
         audio, labels = audio[:max_windows], labels[:max_windows]
