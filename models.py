@@ -1,29 +1,22 @@
-"""Complete student models (raw audio in, logits out), their registry, and checkpoint files.
+"""Complete student models (raw audio in, logits out) and their registry.
 
 Every model takes a waveform ``(batch, samples)`` and returns LOGITS ``(batch, n_classes)``;
 the front-end is inside the model so the exported ONNX file needs nothing but audio.
 
-A checkpoint is one ``.pt`` file holding only plain Python types and tensors, so it loads with
-``torch.load(weights_only=True)`` (no pickled code is ever executed) and it carries everything
-needed to rebuild the model and to use it: model name and kwargs, class names, audio settings.
+Checkpoint files (save, load, the typed ``Checkpoint``) are in ``model_checkpoint.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.errors import UserError
-from common.file_io import write_atomic
 from modules import (
     AttentionPooling,
     ConvBlock2d,
@@ -387,188 +380,3 @@ def model_summary(model: nn.Module, sample_rate: int, clip_duration: float) -> d
         "macs": int(macs),
         "size_bytes_fp32": int(4 * n_weights),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-# ---------------------------------------------------------------------------------------------
-
-CHECKPOINT_FORMAT_VERSION = 1
-REQUIRED_CHECKPOINT_KEYS: tuple[str, ...] = (
-    "format_version",
-    "model_name",
-    "model_kwargs",
-    "state_dict",
-    "class_names",
-    "audio",
-)
-_RESERVED_KEYS = frozenset(REQUIRED_CHECKPOINT_KEYS) | {"metrics", "config"}
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that cannot be used; the message says why and what to do (shown to users)."""
-
-
-def _plain(value: Any, where: str) -> Any:
-    """Recursively turn ``value`` into types ``torch.load(weights_only=True)`` accepts.
-
-    numpy scalars/arrays become Python numbers/lists, tuples and other sequences become lists,
-    mappings (incl. OmegaConf configs) become dicts, paths become strings. Anything else is a
-    caller bug: fail now, with the key, instead of writing a checkpoint that cannot be loaded.
-    """
-    # numpy first: np.float64 and np.str_ subclass float/str but still pickle as numpy types.
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(f"cannot store {type(value).__name__} at {where!r} in a checkpoint")
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    *,
-    model_name: str,
-    model_kwargs: dict,
-    class_names: list[str],
-    audio: dict,
-    metrics: dict | None = None,
-    config: dict | None = None,
-    extra: dict | None = None,
-) -> None:
-    """Write a self-contained checkpoint atomically (temp file in the same folder + replace).
-
-    ``model_kwargs`` must rebuild ``model`` through ``build_model(model_name, **model_kwargs)``;
-    ``n_classes`` defaults to ``len(class_names)`` and ``sample_rate`` / ``clip_duration`` to
-    the ``audio`` entries. ``extra`` keys (e.g. ``split_manifest``, ``epoch``) go at top level.
-    """
-    if model_name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {model_name!r}; valid names: {', '.join(list_models())}")
-    kwargs = dict(model_kwargs)
-    kwargs.setdefault("n_classes", len(class_names))
-    for key in ("sample_rate", "clip_duration"):
-        if key in audio:
-            kwargs.setdefault(key, audio[key])
-    if kwargs["n_classes"] != len(class_names):
-        raise ValueError(
-            f"model_kwargs n_classes={kwargs['n_classes']} but {len(class_names)} class names"
-        )
-    payload: dict[str, Any] = {
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "model_name": model_name,
-        "model_kwargs": _plain(kwargs, "model_kwargs"),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "class_names": [str(c) for c in class_names],
-        "audio": _plain(audio, "audio"),
-        "metrics": _plain(metrics or {}, "metrics"),
-        "config": _plain(config or {}, "config"),
-    }
-    for key, value in (extra or {}).items():
-        if key in _RESERVED_KEYS:
-            raise ValueError(f"extra key {key!r} would overwrite a checkpoint field")
-        payload[key] = _plain(value, key)
-
-    write_atomic(path, lambda handle: torch.save(payload, handle))
-    log.info("saved checkpoint %s (%s, %d classes)", path, model_name, len(class_names))
-
-
-def _read_checkpoint(path: Path, map_location: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {path}. Check the path, or train a model first to create it."
-        )
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling, zip, EOF, OS errors all mean "unusable file"
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: it is not a model checkpoint written by this "
-            f"project, or it is truncated/corrupted ({type(err).__name__}: {err}). "
-            "Point to the .pt file saved by training, or retrain to create a new one."
-        ) from err
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(
-            f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict; point to the "
-            ".pt file saved by training."
-        )
-    missing = [key for key in REQUIRED_CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(
-            f"{path} is not a complete checkpoint (missing {', '.join(missing)}); it may be a "
-            "bare state dict or from another tool. Retrain to create a full checkpoint."
-        )
-    version = checkpoint["format_version"]
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {version!r}, newer than this code understands "
-            f"({CHECKPOINT_FORMAT_VERSION}); update the code to the version that wrote it."
-        )
-    return checkpoint
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from a checkpoint. Returns ``(model in eval mode, checkpoint dict)``."""
-    path = Path(path)
-    checkpoint = _read_checkpoint(path, map_location)
-    name = checkpoint["model_name"]
-    if name not in MODEL_REGISTRY:
-        raise CheckpointError(
-            f"{path} holds model {name!r}, which this code does not know (known: "
-            f"{', '.join(list_models())}). Update the code, or retrain with a known model."
-        )
-    try:
-        model = build_model(name, **checkpoint["model_kwargs"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(
-            f"cannot rebuild model {name!r} from {path} with its stored settings "
-            f"{checkpoint['model_kwargs']}: {err}. The model code has changed since it was "
-            "saved; retrain, or use the code version that wrote it."
-        ) from err
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"the weights in {path} do not fit model {name!r} as built now ({err}). The model "
-            "code has changed since it was saved; retrain, or use the code version that wrote it."
-        ) from err
-    model.to(map_location)
-    model.eval()
-    log.info("loaded checkpoint %s (%s, %d classes)", path, name, len(checkpoint["class_names"]))
-    return model, checkpoint
-
-
-def check_class_names(checkpoint_classes: list[str], expected: list[str]) -> None:
-    """Raise ``CheckpointError`` unless the checkpoint predicts exactly ``expected``, in order.
-
-    Order matters: logit ``i`` means ``checkpoint_classes[i]``, so a reordered list would
-    silently swap species.
-    """
-    checkpoint_classes, expected = list(checkpoint_classes), list(expected)
-    if checkpoint_classes == expected:
-        return
-    missing = [c for c in expected if c not in checkpoint_classes]
-    extra = [c for c in checkpoint_classes if c not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing from the checkpoint: {missing}")
-    if extra:
-        problems.append(f"extra in the checkpoint: {extra}")
-    if not missing and not extra:
-        moved = [c for i, c in enumerate(expected) if checkpoint_classes[i] != c]
-        problems.append(f"same classes in a different order (reordered: {moved})")
-    raise CheckpointError(
-        "the checkpoint's classes do not match the expected classes; "
-        + "; ".join(problems)
-        + f". Checkpoint classes: {checkpoint_classes}. Expected classes: {expected}. "
-        "Retrain the model for these classes, or fix dataset.allowed_bird_classes to match "
-        "the checkpoint."
-    )

@@ -17,19 +17,20 @@ from common.skipped_files import SkippedFile
 from datasets.audio_utils import is_audio_file
 from datasets.manifest_files import source_file, source_roots
 from datasets.split_manifest import DatasetError, SourceFile, limit_files_per_class
+from model_checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH_COLUMNS = ["file", "path", "label", "source", "split"]
 
 
-def checkpoint_roots(checkpoint: dict, cfg: DictConfig) -> dict[str, Path]:
+def checkpoint_roots(checkpoint: Checkpoint, cfg: DictConfig) -> dict[str, Path]:
     """Data folder of each manifest source: the checkpoint's own when it exists here, else
     the benchmark's settings."""
     paths = cfg.benchmark.paths
     fallback = {"bird": bench_path(paths.audio_dir), "esc50": bench_path(paths.esc50_dir),
                 "no_birds": bench_path(paths.no_birds_dir)}
-    own = source_roots((checkpoint.get("config") or {}).get("dataset") or {})
+    own = source_roots(checkpoint.dataset_config)
     roots = {}
     for source, folder in fallback.items():
         candidate = repo_path(str(own[source])) if source in own else None
@@ -37,9 +38,9 @@ def checkpoint_roots(checkpoint: dict, cfg: DictConfig) -> dict[str, Path]:
     return roots
 
 
-def test_split_ground_truth(checkpoint: dict, cfg: DictConfig,
+def test_split_ground_truth(checkpoint: Checkpoint, cfg: DictConfig,
                             skipped: list[SkippedFile]) -> pd.DataFrame:
-    manifest = checkpoint.get("split_manifest")
+    manifest = checkpoint.split_manifest
     if not manifest:
         raise DatasetError(
             "The checkpoint holds no split manifest, so its test split is unknown. Use a "
@@ -106,8 +107,8 @@ def apply_debug_limits(truth: pd.DataFrame, cfg: DictConfig) -> pd.DataFrame:
     return truth[truth["file"].isin(chosen)].reset_index(drop=True)
 
 
-def discover(checkpoint: dict, cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame:
-    class_names = list(checkpoint["class_names"])
+def discover(checkpoint: Checkpoint, cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame:
+    class_names = list(checkpoint.class_names)
     if cfg.benchmark.mode.use_test_set_only:
         truth = test_split_ground_truth(checkpoint, cfg, skipped)
     else:

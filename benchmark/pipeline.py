@@ -16,7 +16,7 @@ from benchmark.predict_birdnet import predict_birdnet
 from benchmark.predict_student import predict_student
 from common.file_io import read_table, save_table_atomic
 from common.skipped_files import SkippedFile, write_skipped_files
-from models import load_checkpoint
+from model_checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run_benchmark(cfg: DictConfig) -> dict:
     predictions.mkdir(parents=True, exist_ok=True)
     model_path = bench_path(cfg.benchmark.paths.student_model)
     model, checkpoint = load_checkpoint(model_path)
-    class_names = list(checkpoint["class_names"])
+    class_names = list(checkpoint.class_names)
     skipped: list[SkippedFile] = []
 
     truth = discover(checkpoint, cfg, skipped)

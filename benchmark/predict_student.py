@@ -15,19 +15,20 @@ from common.runtime import resolve_device
 from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio
 from datasets.windows import sliding_windows
+from model_checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_student(model: torch.nn.Module, checkpoint: dict, truth: pd.DataFrame,
+def predict_student(model: torch.nn.Module, checkpoint: Checkpoint, truth: pd.DataFrame,
                     cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame:
     inference = cfg.student_model.inference
     device = resolve_device(inference.device, "student_model.inference.device")
     model = model.to(device).eval()
-    class_names = list(checkpoint["class_names"])
-    sample_rate = int(checkpoint["audio"]["sample_rate"])
-    clip_s = float(checkpoint["audio"]["clip_duration"])
+    class_names = list(checkpoint.class_names)
+    sample_rate = int(checkpoint.audio.sample_rate)
+    clip_s = float(checkpoint.audio.clip_duration)
     files, labels, scores, no_birds, counts = [], [], [], [], []
     for row in tqdm(truth.itertuples(), total=len(truth), desc="Student", unit="file"):
         try:

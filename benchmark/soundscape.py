@@ -46,7 +46,7 @@ from common.file_io import save_table_atomic, write_atomic, write_json_atomic
 from common.runtime import resolve_device
 from common.skipped_files import SkippedFile, write_skipped_files
 from datasets.split_manifest import DatasetError
-from models import load_checkpoint
+from model_checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _check_settings(cfg: DictConfig) -> None:
                           f"{s.thresholds.rule!r}")
 
 
-def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: DictConfig,
+def _validation_scores(checkpoint: Checkpoint, model_path: Path, model, device, cfg: DictConfig,
                        species: list[str], cache_path: Path) -> pd.DataFrame:
     """Student and BirdNET scores of the checkpoint's validation windows (cached)."""
     from birdnet.teacher import SAMPLE_RATE, WINDOW_SAMPLES
@@ -91,7 +91,7 @@ def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: D
         raise DatasetError(f"{error}. Or set soundscape.thresholds.fixed") from error
     n = len(species)
     student = student_scorer(model, device, int(cfg.student_model.inference.batch_size), n)
-    sample_rate = int(checkpoint["audio"]["sample_rate"])
+    sample_rate = int(checkpoint.audio.sample_rate)
 
     # BirdNET hears the same windows, resampled to 48 kHz (the student's band is within it).
     birdnet_windows = np.stack([pad_or_crop(resample(w, sample_rate, SAMPLE_RATE),
@@ -107,7 +107,7 @@ def _validation_scores(checkpoint: dict, model_path: Path, model, device, cfg: D
     return table
 
 
-def _thresholds(cfg: DictConfig, checkpoint: dict, model_path: Path, model, device,
+def _thresholds(cfg: DictConfig, checkpoint: Checkpoint, model_path: Path, model, device,
                 species: list[str], cache_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Per-model threshold vectors and a description of where they came from."""
     from export.calibrate import calibrate_thresholds
@@ -163,7 +163,7 @@ def run_soundscape(cfg: DictConfig) -> dict:
     cache_dir.mkdir(parents=True, exist_ok=True)
     model_path = bench_path(cfg.benchmark.paths.student_model)
     model, checkpoint = load_checkpoint(model_path)
-    class_names = list(checkpoint["class_names"])
+    class_names = list(checkpoint.class_names)
     species = class_names[:-1]
     skipped: list[SkippedFile] = []
 
@@ -180,12 +180,12 @@ def run_soundscape(cfg: DictConfig) -> dict:
     inference = cfg.student_model.inference
     device = resolve_device(inference.device, "student_model.inference.device")
     model = model.to(device).eval()
-    clip_s = float(checkpoint["audio"]["clip_duration"])
+    clip_s = float(checkpoint.audio.clip_duration)
     windows = {
         "student": cached_window_scores(
             files, "student", stage_cache.file_digest(model_path), cache_dir / "windows",
             student_scorer(model, device, int(inference.batch_size), len(species)),
-            int(checkpoint["audio"]["sample_rate"]), clip_s, float(inference.hop_s), species,
+            int(checkpoint.audio.sample_rate), clip_s, float(inference.hop_s), species,
             skipped),
         "birdnet": cached_window_scores(
             files, "birdnet", OmegaConf.to_container(cfg.birdnet, resolve=True),

@@ -46,7 +46,7 @@ from evaluation.birdnet_windows import BirdNetWindowCache
 from evaluation.folds import assign_folds, fold_manifest
 from evaluation.linear_probe import fit_linear_head, linear_head_predictions, window_embeddings
 from evaluation.report import metric_rows, write_outputs
-from models import load_checkpoint
+from model_checkpoint import load_checkpoint
 from training.config_checks import check_training_config
 from training.run import latest_unfinished, run_training
 
@@ -161,7 +161,7 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
 
     results = run_training(fold_cfg, fold_dir / "train", loss_factory)
     model, checkpoint = load_checkpoint(fold_dir / "train" / "best_model.pt")
-    class_names = list(checkpoint["class_names"])
+    class_names = list(checkpoint.class_names)
 
     test = table[table["split"] == "test"]
     files = [absolute[p] for p in test["path"] if absolute[p] in usable]

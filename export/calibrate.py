@@ -155,8 +155,8 @@ def calibrate_export(checkpoint_path: str | Path, exported: str | Path, *, rule:
     exported = Path(exported)
     info = read_sidecar(exported)
     _, checkpoint = load_student(checkpoint_path)
-    if list(checkpoint["class_names"]) != list(info.class_names):
-        raise EdgeError(f"{checkpoint_path} has classes {checkpoint['class_names']} but "
+    if list(checkpoint.class_names) != list(info.class_names):
+        raise EdgeError(f"{checkpoint_path} has classes {checkpoint.class_names} but "
                         f"{exported} was exported with {info.class_names}; give the checkpoint "
                         "that was exported there")
     windows = split_windows(checkpoint, "val", max_windows=max_windows, roots=roots,

@@ -27,6 +27,7 @@ from datasets.bird_dataset import NO_BIRDS
 from datasets.manifest_files import missing_roots_hint, source_file, source_roots
 from datasets.windows import cut_windows, training_window_starts, window_settings_from_config
 from edge.errors import EdgeError
+from model_checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class LabelledWindows:
 
 
 def split_windows(
-    checkpoint: dict,
+    checkpoint: Checkpoint,
     split: str,
     *,
     max_windows: int | None = None,
@@ -54,17 +55,17 @@ def split_windows(
     """Windows of ``split`` with their labels. ``max_windows`` caps the count: recordings are
     visited in a seeded random order, taking at most ``ceil(max / recordings)`` windows each,
     so a cap also bounds how many files are decoded."""
-    manifest = [row for row in checkpoint.get("split_manifest") or [] if row["split"] == split]
+    manifest = [row for row in checkpoint.split_manifest or [] if row["split"] == split]
     if not manifest:
         raise EdgeError(
             f"the checkpoint has no {split}-split rows in its split manifest, needed for "
             f"{purpose}; use a checkpoint saved by this project's training"
         )
-    class_names = list(checkpoint["class_names"])
-    sr = int(checkpoint["audio"]["sample_rate"])
-    clip_s = float(checkpoint["audio"]["clip_duration"])
+    class_names = list(checkpoint.class_names)
+    sr = int(checkpoint.audio.sample_rate)
+    clip_s = float(checkpoint.audio.clip_duration)
     clip = int(round(sr * clip_s))
-    dataset_cfg = (checkpoint.get("config") or {}).get("dataset") or {}
+    dataset_cfg = checkpoint.dataset_config
     root_of = source_roots(dataset_cfg, roots)
     settings = window_settings_from_config({**dataset_cfg, "clip_duration": clip_s})
 

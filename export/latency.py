@@ -141,14 +141,14 @@ def measure_engine(engine: str, path: str, repeats: int, threads: int = 1) -> di
         torch.set_num_interop_threads(1)
         model, checkpoint = load_student(path)
         window = torch.from_numpy(_window(int(round(
-            checkpoint["audio"]["sample_rate"] * checkpoint["audio"]["clip_duration"]))))
+            checkpoint.audio.sample_rate * checkpoint.audio.clip_duration))))
 
         def run() -> object:
             with torch.inference_mode():
                 return model(window)
 
         parameters = count_parameters(model)
-        audio_s = float(checkpoint["audio"]["clip_duration"])
+        audio_s = float(checkpoint.audio.clip_duration)
     elif engine.startswith("onnx"):
         from edge.runtime import OnnxClassifier
 
@@ -276,7 +276,7 @@ def _export_for_timing(checkpoint: Path, out: Path, data_roots: dict | None) -> 
         log.warning("INT8 calibration data unavailable (%s); calibrating on noise: fine for "
                     "timing, not for accuracy", error)
         _, ckpt = load_student(checkpoint)
-        samples = int(round(ckpt["audio"]["sample_rate"] * ckpt["audio"]["clip_duration"]))
+        samples = int(round(ckpt.audio.sample_rate * ckpt.audio.clip_duration))
         noise = 0.1 * np.random.default_rng(0).standard_normal((32, samples))
         export_checkpoint(checkpoint, out, calibration_audio=noise.astype(np.float32))
     return out

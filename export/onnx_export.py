@@ -27,6 +27,7 @@ from edge.sidecar import (
     write_sidecar,
 )
 from export.fast_frontend import with_fast_frontend
+from model_checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def load_student(checkpoint_path: str | Path) -> tuple[nn.Module, dict]:
-    """``models.load_checkpoint`` with its error turned into the edge tools' ``EdgeError``."""
-    from models import CheckpointError, load_checkpoint
+def load_student(checkpoint_path: str | Path) -> tuple[nn.Module, Checkpoint]:
+    """``load_checkpoint`` with its error turned into the edge tools' ``EdgeError``."""
+    from model_checkpoint import CheckpointError, load_checkpoint
 
     try:
         return load_checkpoint(checkpoint_path)
@@ -145,22 +146,21 @@ def common_names_for(species: list[str]) -> dict[str, str]:
     return found
 
 
-def model_info(checkpoint_path: Path, checkpoint: dict, model: nn.Module, hop_s: float,
+def model_info(checkpoint_path: Path, checkpoint: Checkpoint, model: nn.Module, hop_s: float,
                threshold: float) -> ModelInfo:
     from models import count_parameters
 
-    kwargs = checkpoint.get("model_kwargs", {})
+    kwargs = checkpoint.model_kwargs
     frontend_kwargs = dict(kwargs.get("frontend_kwargs") or {})
-    audio = checkpoint["audio"]
-    sample_rate = int(audio.get("sample_rate", kwargs.get("sample_rate", 32000)))
-    class_names = list(checkpoint["class_names"])
+    sample_rate = checkpoint.audio.sample_rate
+    class_names = list(checkpoint.class_names)
     return ModelInfo(
         class_names=class_names,
         sample_rate=sample_rate,
-        clip_duration=float(audio.get("clip_duration", kwargs.get("clip_duration", 3.0))),
+        clip_duration=checkpoint.audio.clip_duration,
         hop_duration=float(hop_s),
         thresholds={name: float(threshold) for name in class_names[:-1]},
-        output_activation=str(checkpoint.get("output_activation", "softmax")),
+        output_activation=str(checkpoint.extra.get("output_activation", "softmax")),
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
         low_freq_hz=float(frontend_kwargs.get("f_min", 0.0)),
@@ -169,12 +169,12 @@ def model_info(checkpoint_path: Path, checkpoint: dict, model: nn.Module, hop_s:
         source={
             "checkpoint": str(checkpoint_path.resolve()),
             "sha256": file_sha256(checkpoint_path),
-            "model_name": checkpoint.get("model_name"),
-            "epoch": checkpoint.get("epoch"),
+            "model_name": checkpoint.model_name,
+            "epoch": checkpoint.epoch,
             "parameters": int(count_parameters(model)),
             "metrics": {
                 f"{split}_{key}": float(values[key])
-                for split, values in (checkpoint.get("metrics") or {}).items()
+                for split, values in (checkpoint.metrics or {}).items()
                 if isinstance(values, dict)
                 for key in ("accuracy", "macro_f1")
                 if isinstance(values.get(key), int | float)

@@ -67,9 +67,9 @@ def check_parity(checkpoint_path: str | Path, exported_dir: str | Path,
     exported_dir = Path(exported_dir)
     info = read_sidecar(exported_dir)
     _, checkpoint = load_student(checkpoint_path)
-    if list(checkpoint["class_names"]) != info.class_names:
+    if list(checkpoint.class_names) != info.class_names:
         raise EdgeError(f"{exported_dir} was exported for classes {info.class_names}, the "
-                        f"checkpoint has {checkpoint['class_names']}; compare matching files")
+                        f"checkpoint has {checkpoint.class_names}; compare matching files")
     parts = [split_windows(checkpoint, split, max_windows=max_windows, roots=roots,
                            purpose="parity check") for split in splits]
     windows = LabelledWindows(np.concatenate([p.audio for p in parts]),

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from models import (
+from model_checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
-    MODEL_REGISTRY,
     CheckpointError,
-    build_model,
     check_class_names,
-    count_parameters,
-    list_models,
     load_checkpoint,
-    model_summary,
     save_checkpoint,
 )
+from models import MODEL_REGISTRY, build_model, count_parameters, list_models, model_summary
 from modules import SpecAugment
 
 SR = 32000
@@ -149,10 +145,8 @@ def _save(path: Path, model: torch.nn.Module, name: str = "dscnn_gru", **kwargs)
             "confusion": np.eye(2, dtype=np.int64),
         },
         config={"dataset": {"allowed_bird_classes": CLASSES}, "seed": np.int64(3)},
-        extra={
-            "epoch": 7,
-            "split_manifest": [{"path": "a.wav", "label": "bird_0", "split": "train"}],
-        },
+        epoch=7,
+        split_manifest=[{"path": "a.wav", "label": "bird_0", "split": "train"}],
         **kwargs,
     )
 
@@ -174,8 +168,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
     loaded, checkpoint = load_checkpoint(path)
     assert not loaded.training
-    assert checkpoint["class_names"] == CLASSES
-    assert checkpoint["audio"] == AUDIO
+    assert checkpoint.class_names == CLASSES
+    assert checkpoint.audio.as_dict() == AUDIO
     audio = _audio()
     with torch.no_grad():
         assert torch.equal(loaded(audio), model(audio))
@@ -186,7 +180,7 @@ def test_checkpoint_round_trip_keeps_sequence_kwargs(tmp_path: Path) -> None:
     model = build_model("crnn", **kwargs).eval()
     _save(tmp_path / "crnn.pt", model, name="crnn", model_kwargs=kwargs)
     loaded, checkpoint = load_checkpoint(tmp_path / "crnn.pt")
-    assert checkpoint["model_kwargs"]["channels"] == [8, 16, 32]
+    assert checkpoint.model_kwargs["channels"] == [8, 16, 32]
     audio = _audio()
     with torch.no_grad():
         assert torch.equal(loaded(audio), model(audio))

@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from tests.conftest import REPO_ROOT
 
 READMES = [REPO_ROOT / "README.md", REPO_ROOT / "distillation" / "README.md",
            REPO_ROOT / "benchmark" / "README.md", REPO_ROOT / "edge" / "README.md",
-           REPO_ROOT / "evaluation" / "README.md"]
+           REPO_ROOT / "export" / "README.md", REPO_ROOT / "evaluation" / "README.md",
+           REPO_ROOT / "birdnet" / "README.md"]
 KEY_ROOTS = ("dataset", "training", "model", "optimizer", "debug", "loss", "distillation",
              "benchmark", "student_model", "birdnet", "comparison", "efficiency", "paths",
              "evaluation", "soundscape")
@@ -89,6 +91,27 @@ def check_argparse_module(module: str, args: list[str]) -> None:
         assert result.returncode == 0, result.stderr
         return
     parse(args)  # argparse exits with status 2 on anything it does not accept
+
+
+def _console_scripts() -> dict[str, str]:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_console_scripts_point_to_entry_points():
+    """Every command pyproject.toml installs names a function that exists."""
+    for name, target in _console_scripts().items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
+
+
+def test_readme_console_commands_are_installed():
+    scripts = _console_scripts()
+    for readme, _, command in COMMANDS:
+        word = shlex.split(command)[0]
+        if word == "predict" or word.startswith("bird-"):
+            assert word in scripts, f"{readme}: {command}"
+            module = scripts[word].split(":")[0]
+            check_argparse_module(module, shlex.split(command)[1:])
 
 
 def test_make_targets_exist():

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
-from models import CheckpointError, _read_checkpoint
+from model_checkpoint import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +57,23 @@ def load_pretrained(model: nn.Module, path: str | Path, model_name: str,
     backbone would not fit, or would hear differently).
     """
     path = Path(path)
-    checkpoint = _read_checkpoint(path, "cpu")
-    if checkpoint["model_name"] != model_name:
+    checkpoint = read_checkpoint(path)
+    if checkpoint.model_name != model_name:
         raise CheckpointError(
-            f"model.pretrained={path} is a {checkpoint['model_name']} model, this run builds "
-            f"{model_name}; set model={checkpoint['model_name']} (and its settings)"
+            f"model.pretrained={path} is a {checkpoint.model_name} model, this run builds "
+            f"{model_name}; set model={checkpoint.model_name} (and its settings)"
         )
-    theirs = {k: checkpoint["audio"].get(k) for k in ("sample_rate", "clip_duration")}
+    theirs = checkpoint.audio.as_dict()
     ours = {k: audio.get(k) for k in ("sample_rate", "clip_duration")}
     if {k: float(v) for k, v in theirs.items()} != {k: float(v) for k, v in ours.items()}:
         raise CheckpointError(
             f"model.pretrained={path} was trained on {theirs}, this run uses {ours}; set "
             "dataset.target_sr and dataset.clip_duration to match"
         )
-    same_classes = list(checkpoint["class_names"]) == list(class_names)
+    same_classes = list(checkpoint.class_names) == list(class_names)
     own = model.state_dict()
     loaded, reset, mismatched, unused = {}, [], [], []
-    for name, tensor in checkpoint["state_dict"].items():
+    for name, tensor in checkpoint.state_dict.items():
         if name not in own:
             unused.append(name)
         elif _is_class_head(name) and not same_classes:
@@ -93,7 +93,7 @@ def load_pretrained(model: nn.Module, path: str | Path, model_name: str,
         "Started from %s: %d tensors copied; class head %s; not in the checkpoint: %s",
         path, len(loaded),
         "copied (same classes)" if same_classes else
-        f"re-initialised (classes {checkpoint['class_names']} -> {class_names})",
+        f"re-initialised (classes {checkpoint.class_names} -> {class_names})",
         missing or "nothing",
     )
     return {"path": str(path), "copied": sorted(loaded), "reinitialised": missing,

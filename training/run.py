@@ -24,13 +24,8 @@ from common.skipped_files import write_skipped_files
 from datasets.dataset_factory import DataBundle, build_data
 from datasets.split_manifest import MANIFEST_FILENAME, manifest_to_records, save_manifest
 from distillation.losses.hard import CrossEntropyLoss
-from models import (
-    build_model,
-    check_class_names,
-    load_checkpoint,
-    model_summary,
-    save_checkpoint,
-)
+from model_checkpoint import check_class_names, load_checkpoint, save_checkpoint
+from models import build_model, model_summary
 from modules import SpecAugment
 from training.config_checks import check_resume_state, check_training_config
 from training.distributed import (
@@ -287,7 +282,7 @@ def run_training(
         save_checkpoint(
             path, model, model_name=model_name, model_kwargs=arguments,
             class_names=data.class_names, audio=audio, metrics=metrics, config=config_dict,
-            extra={"epoch": epoch, "split_manifest": manifest_records},
+            split_manifest=manifest_records, epoch=epoch,
         )
 
     # Saved with the state: a resumed run checks it rebuilds the same model, and continues
@@ -409,7 +404,7 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
         return results
     write_json_atomic(results, run_dir / "results.json")
     # The best checkpoint carries its test metrics too, so it is self-describing.
-    save_model(best_path, checkpoint.get("epoch", state.best_epoch),
+    save_model(best_path, state.best_epoch if checkpoint.epoch is None else checkpoint.epoch,
                {"val": val_metrics, "test": test_metrics})
     plot_confusion_matrix(test_metrics["confusion_matrix"], data.class_names,
                           run_dir / "confusion_matrix.png",

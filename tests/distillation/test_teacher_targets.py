@@ -285,7 +285,8 @@ def test_embedding_weight_alone_moves_the_student_toward_the_teacher(extracted, 
 
 def test_pretrain_then_fine_tune_with_other_classes(extracted, corpus, tmp_path):
     from distillation.training_setup import distillation_loss_factory
-    from models import build_model, load_checkpoint
+    from model_checkpoint import load_checkpoint
+    from models import build_model
     from training.pretrain import load_pretrained
     from training.run import model_arguments, run_training
 
@@ -337,7 +338,8 @@ def test_embedding_recipe_needs_embeddings_in_the_soft_labels(extracted, corpus,
 
 def test_the_exported_model_leaves_the_projection_head_out(tmp_path):
     from export.onnx_export import export_checkpoint
-    from models import build_model, save_checkpoint
+    from model_checkpoint import save_checkpoint
+    from models import build_model
 
     model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM)
     path = tmp_path / "student.pt"

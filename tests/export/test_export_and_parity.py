@@ -13,7 +13,7 @@ import torch
 from edge.runtime import load_classifier
 from edge.sidecar import file_sha256, read_sidecar
 from export.parity import FP32_ATOL, MAX_F1_DROP, MIN_TOP1_AGREEMENT, check_parity
-from models import load_checkpoint
+from model_checkpoint import load_checkpoint
 from tests.conftest import REPO_ROOT
 
 INT8_MAX_BYTES = 500 * 1024
@@ -57,7 +57,7 @@ def test_each_onnx_file_describes_itself(exported_dir, demo_checkpoint):
     lone = exported_dir.parent / "lone.onnx"
     lone.write_bytes((exported_dir / "model_fp32.onnx").read_bytes())
     classifier = load_classifier(lone)
-    assert classifier.info.class_names == checkpoint["class_names"]
+    assert classifier.info.class_names == checkpoint.class_names
     np.testing.assert_allclose(classifier.predict_windows(audio.numpy()), expected, atol=1e-4)
     # batch of 1 and a larger batch through the dynamic axis
     assert classifier.predict_windows(audio[:1].numpy()).shape == (1, 5)

@@ -11,7 +11,7 @@ import torch
 
 from common.errors import ConfigError
 from datasets.split_manifest import DatasetError
-from models import CheckpointError, check_class_names, load_checkpoint
+from model_checkpoint import CheckpointError, check_class_names, load_checkpoint
 from tests.conftest import REPO_ROOT
 from tests.training.helpers import compose_config, fast_overrides
 from training.run import run_training
