@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from benchmark.paths import bench_path, repo_path
 from common.skipped_files import SkippedFile
-from datasets.audio_utils import is_audio_file
+from datasets.file_scan import scan_audio_tree
 from datasets.manifest_files import source_file, source_roots
 from datasets.split_manifest import DatasetError, SourceFile, limit_files_per_class
 from model_checkpoint import Checkpoint
@@ -69,17 +69,25 @@ def held_out_ground_truth(class_names: list[str], cfg: DictConfig,
                            "(benchmark.paths.audio_dir)")
     rows = []
     species = set(class_names[:-1])
-    for folder in sorted(p for p in audio_dir.iterdir() if p.is_dir()):
-        if folder.name not in species:
-            skipped.append(SkippedFile(str(folder), "species not in the model's classes",
-                                       "discovery"))
+
+    def report(path: Path, reason: str) -> None:
+        skipped.append(SkippedFile(str(path), reason, "discovery"))
+
+    for entry in sorted(audio_dir.iterdir()):
+        if entry.name.startswith("."):
             continue
-        for file in sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_file(p)):
+        if not entry.is_dir():
+            report(entry, "not a species folder (held-out audio goes in <Genus_species>/)")
+            continue
+        if entry.name not in species:
+            report(entry, "species not in the model's classes")
+            continue
+        for file in scan_audio_tree(entry, report):
             rows.append({"file": str(file), "path": file.relative_to(audio_dir).as_posix(),
-                         "label": folder.name, "source": "bird", "split": "held_out"})
+                         "label": entry.name, "source": "bird", "split": "held_out"})
     no_birds_dir = bench_path(cfg.benchmark.paths.no_birds_dir)
     if no_birds_dir.is_dir():
-        for file in sorted(p for p in no_birds_dir.rglob("*") if p.is_file() and is_audio_file(p)):
+        for file in scan_audio_tree(no_birds_dir, report):
             rows.append({"file": str(file), "path": file.relative_to(no_birds_dir).as_posix(),
                          "label": "no_birds", "source": "no_birds", "split": "held_out"})
     return pd.DataFrame(rows, columns=GROUND_TRUTH_COLUMNS)

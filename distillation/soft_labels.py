@@ -42,7 +42,7 @@ from birdnet.teacher import (
 from common.errors import UserError
 from common.file_io import write_json_atomic
 from common.skipped_files import SkippedFile
-from datasets.audio_utils import is_audio_file
+from datasets.file_scan import scan_audio_tree
 from datasets.split_manifest import (
     DatasetError,
     SourceFile,
@@ -210,7 +210,8 @@ def collect_tasks(
     roots = {"bird": Path(bird_dir)}
     if no_birds_dir is not None and Path(no_birds_dir).is_dir():
         roots[NO_BIRDS_CLASS] = Path(no_birds_dir)
-        found = sorted(p for p in Path(no_birds_dir).rglob("*") if p.is_file() and is_audio_file(p))
+        found = scan_audio_tree(no_birds_dir, lambda path, reason: skipped.append(
+            SkippedFile(str(path), reason, "scan")))
         sources += [
             SourceFile(p.relative_to(no_birds_dir).as_posix(), NO_BIRDS_CLASS, NO_BIRDS_CLASS)
             for p in found

@@ -465,3 +465,43 @@ def test_distillation_species_unknown_to_birdnet_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="Birdus"):
         run_training(cfg, tmp_path / "run", distillation_loss_factory)
     assert not (tmp_path / "cache").exists()
+
+
+def _odd_folder(root: Path) -> None:
+    """One good recording beside entries a scan must list: text, a folder named like audio,
+    a broken link."""
+    write_wav(root / "good.wav", tone_burst(16000, 2000.0, 1.0), 16000)
+    (root / "notes.txt").write_text("not audio")
+    (root / "folder.wav").mkdir()
+    (root / "gone.wav").symlink_to(root / "missing.wav")
+
+
+def test_held_out_benchmark_folder_lists_what_it_ignores(tmp_path):
+    from omegaconf import OmegaConf
+
+    from benchmark.discovery import held_out_ground_truth
+
+    audio_dir, no_birds = tmp_path / "held_out", tmp_path / "no_birds"
+    _odd_folder(audio_dir / "A_a")
+    _odd_folder(no_birds)
+    (audio_dir / "stray.wav").write_bytes(b"")
+    cfg = OmegaConf.create({"benchmark": {"paths": {"audio_dir": str(audio_dir),
+                                                    "no_birds_dir": str(no_birds)}}})
+    skipped = []
+    truth = held_out_ground_truth(["A_a", "no_birds"], cfg, skipped)
+    assert sorted(Path(f).name for f in truth["file"]) == ["good.wav", "good.wav"]
+    listed = sorted(Path(s.path).relative_to(tmp_path).as_posix() for s in skipped)
+    assert listed == ["held_out/A_a/folder.wav", "held_out/A_a/gone.wav",
+                      "held_out/A_a/notes.txt", "held_out/stray.wav", "no_birds/folder.wav",
+                      "no_birds/gone.wav", "no_birds/notes.txt"]
+
+
+def test_soft_label_no_birds_folder_lists_what_it_ignores(tmp_path):
+    from distillation.soft_labels import collect_tasks
+
+    no_birds = tmp_path / "no_birds"
+    _odd_folder(no_birds)
+    skipped = []
+    tasks = collect_tasks([], tmp_path / "birds", no_birds, None, skipped)
+    assert [Path(task.path).name for task in tasks] == ["good.wav"]
+    assert sorted(Path(s.path).name for s in skipped) == ["folder.wav", "gone.wav", "notes.txt"]
