@@ -106,7 +106,8 @@ def esc50_manifest(cfg: DictConfig, skipped: list[SkippedFile]) -> pd.DataFrame 
     if float(ds.esc50_no_bird_ratio) <= 0:
         return None
     try:
-        esc50_dir = ensure_esc50(Path(ds.esc50_dir), download=bool(ds.esc50_download))
+        esc50_dir = ensure_esc50(Path(ds.esc50_dir), download=bool(ds.esc50_download),
+                                 expected_sha256=ds.get("esc50_sha256"))
     except DatasetError as error:
         # Training still works from quiet segments alone; say how to add ESC-50.
         log.warning("ESC-50 not used for no_birds: %s", error)

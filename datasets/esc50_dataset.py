@@ -318,6 +318,8 @@ def _fetch_esc50(esc50_dir: Path, url: str, expected_sha256: str | None, timeout
     try:
         log.info("Downloading ESC-50 from %s (about 600 MB) to %s", url, esc50_dir)
         sha256 = _stream_to_file(url, zip_path, timeout)
+        log.info("ESC-50 archive sha256 %s (set dataset.esc50_sha256 to require these bytes)",
+                 sha256)
         if expected_sha256 and sha256.lower() != expected_sha256.strip().lower():
             raise _DownloadFailed(
                 f"sha256 mismatch: expected {expected_sha256}, got {sha256}"

@@ -81,7 +81,8 @@ def generate_no_birds(
             )
     if esc50_ratio > 0:
         # Fail here rather than silently fall back: the user asked for ESC-50 samples.
-        ensure_esc50(Path(ds.esc50_dir), download=bool(ds.esc50_download))
+        ensure_esc50(Path(ds.esc50_dir), download=bool(ds.esc50_download),
+                     expected_sha256=ds.get("esc50_sha256"))
     skipped: list[SkippedFile] = []
     class_names = class_names_from_config(ds)
     parts = [bird_manifest(cfg, class_names, skipped)]

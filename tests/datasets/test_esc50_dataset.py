@@ -381,3 +381,22 @@ def test_offline_gives_a_clear_message(tmp_path: Path) -> None:
         ensure_esc50(target, download=True, url=_closed_port_url(), timeout=5)
     assert ESC50_URL in str(info.value)
     assert _leftovers(tmp_path) == []
+
+
+def test_config_checksum_reaches_the_download(tmp_path: Path, monkeypatch) -> None:
+    """dataset.esc50_sha256 is what the download is checked against."""
+    import datasets.dataset_factory as factory
+    from tests.training.helpers import compose_config, fast_overrides
+
+    seen = {}
+
+    def fake_ensure(esc50_dir, download, url=None, expected_sha256=None, **kwargs):
+        seen.update(download=download, expected_sha256=expected_sha256)
+        raise DatasetError("offline in this test")
+
+    monkeypatch.setattr(factory, "ensure_esc50", fake_ensure)
+    cfg = compose_config([*fast_overrides(tmp_path / "birds", tmp_path),
+                          f"dataset.esc50_dir={tmp_path / 'esc50'}", "dataset.esc50_download=true",
+                          "dataset.esc50_sha256=" + "ab" * 32])
+    assert factory.esc50_manifest(cfg, []) is None
+    assert seen == {"download": True, "expected_sha256": "ab" * 32}
