@@ -92,16 +92,17 @@ def test_split_manifest_cannot_point_outside_the_data(demo_corpus, tmp_path):
 
 def test_checkpoint_manifest_cannot_point_outside_the_data(tmp_path):
     from export.calibration_windows import split_windows
+    from model_checkpoint import AudioSettings, Checkpoint
 
     write_wav(tmp_path / "outside.wav", tone_burst(32000, 2000, 4.0), 32000)
     (tmp_path / "birds").mkdir()
-    checkpoint = {
-        "class_names": ["Bubo_bubo", "no_birds"],
-        "audio": {"sample_rate": 32000, "clip_duration": 3.0},
-        "config": {"dataset": {"bird_data_dir": str(tmp_path / "birds")}},
-        "split_manifest": [{"path": "../outside.wav", "label": "Bubo_bubo", "group": "g",
-                            "split": "train", "source": "bird"}],
-    }
+    checkpoint = Checkpoint(
+        model_name="dscnn_gru", model_kwargs={}, state_dict={},
+        class_names=["Bubo_bubo", "no_birds"], audio=AudioSettings(32000, 3.0),
+        config={"dataset": {"bird_data_dir": str(tmp_path / "birds")}},
+        split_manifest=[{"path": "../outside.wav", "label": "Bubo_bubo", "group": "g",
+                         "split": "train", "source": "bird"}],
+    )
     with pytest.raises(UnsafePathError, match="outside.wav"):
         split_windows(checkpoint, "train", purpose="calibration")
 
