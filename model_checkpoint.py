@@ -161,19 +161,25 @@ class Checkpoint:
                 "create a new checkpoint."
             ) from err
         epoch = payload.get("epoch")
-        return cls(
-            model_name=str(payload["model_name"]),
-            model_kwargs=dict(payload["model_kwargs"]),
-            state_dict=dict(payload["state_dict"]),
-            class_names=[str(c) for c in payload["class_names"]],
-            audio=audio,
-            metrics=dict(payload.get("metrics") or {}),
-            config=dict(payload.get("config") or {}),
-            split_manifest=list(payload.get("split_manifest") or []),
-            epoch=None if epoch is None else int(epoch),
-            extra={k: v for k, v in payload.items() if k not in _FIELD_KEYS},
-            format_version=version,
-        )
+        try:
+            return cls(
+                model_name=str(payload["model_name"]),
+                model_kwargs=dict(payload["model_kwargs"]),
+                state_dict=dict(payload["state_dict"]),
+                class_names=[str(c) for c in payload["class_names"]],
+                audio=audio,
+                metrics=dict(payload.get("metrics") or {}),
+                config=dict(payload.get("config") or {}),
+                split_manifest=list(payload.get("split_manifest") or []),
+                epoch=None if epoch is None else int(epoch),
+                extra={k: v for k, v in payload.items() if k not in _FIELD_KEYS},
+                format_version=version,
+            )
+        except (TypeError, ValueError) as err:  # a field of the wrong type: not our file
+            raise CheckpointError(
+                f"{path} has a checkpoint field of the wrong type ({err}); it was not written "
+                "by this project's training. Point to the .pt file saved by training."
+            ) from err
 
 
 def _plain(value: Any, where: str) -> Any:

@@ -86,3 +86,12 @@ def test_bad_audio_settings_are_a_checkpoint_error(tmp_path: Path) -> None:
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="audio settings"):
         read_checkpoint(path)
+
+
+def test_a_field_of_the_wrong_type_is_a_checkpoint_error(tmp_path: Path) -> None:
+    payload = _old_style_payload(build_model("dscnn_gru", n_classes=3, channels=24))
+    payload["model_kwargs"] = 7
+    path = tmp_path / "odd.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="wrong type"):
+        read_checkpoint(path)
