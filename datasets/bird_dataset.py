@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from common.classes import NO_BIRDS
 from common.safe_paths import StorageError
 from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
@@ -31,7 +32,6 @@ from datasets.windows import WindowSettings, training_window_starts
 
 log = logging.getLogger(__name__)
 
-NO_BIRDS = "no_birds"
 # Bump when the window analysis changes, so cached results from older code are not reused.
 ANALYSIS_VERSION = 2
 

@@ -29,16 +29,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from common.classes import NO_BIRDS
 from common.skipped_files import SkippedFile
 from datasets.split_manifest import DatasetError, SourceFile, build_split_manifest
 
 log = logging.getLogger(__name__)
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
-# The label and source names used across the project; kept as literals here (and checked
-# against bird_dataset.NO_BIRDS / no_birds.ESC50 in the tests) so that fetching ESC-50 does
-# not have to import torch.
-NO_BIRDS_LABEL = "no_birds"
+# The source name is kept as a literal here (and checked against no_birds.ESC50 in the tests)
+# so that fetching ESC-50 does not have to import torch.
+NO_BIRDS_LABEL = NO_BIRDS
 ESC50_SOURCE = "esc50"
 
 # Bird categories are never no_birds material, whatever the configuration says: training

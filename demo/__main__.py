@@ -44,9 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         "generate_no_birds_samples.py", "--bird_dir", f"{out}/bird_sound_dataset",
         "--esc50_dir", f"{out}/esc50", "--output_dir", f"{out}/no_birds", "--num_samples", "40",
     ])
-    run("BirdNET soft labels", [
+    # Unlabelled audio for the teacher: the recipe's gain comes from audio BirdNET labels.
+    run("unlabelled field audio (synthetic)", [
+        "-c", "from demo.corpus import write_unlabelled_field as w; "
+        f"w('{out}/unlabelled_field', files=4, minutes=1.0)",
+    ])
+    run("BirdNET soft labels and embeddings", [
         "extract_soft_labels.py", "--species_list", "distillation/species_4.txt",
         "--bird_dir", f"{out}/bird_sound_dataset", "--no_birds_dir", f"{out}/no_birds",
+        "--unlabelled_dir", f"{out}/unlabelled_field",
         "--output_path", f"{out}/soft_labels", "--workers", "2", "--no_progress",
     ])
     model = data / "best_distillation_model.pt"

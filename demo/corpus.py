@@ -864,8 +864,45 @@ def write_long_recording(
     annotations = path.with_name(f"{path.stem}.annotations.csv")
     if path.exists() and annotations.exists():
         return path
+    mix, rows = _field_mix(seed, minutes, sample_rate, call_interval_s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, mix, sample_rate, "WAV", "PCM_16")
+    _write_text_atomic(annotations, _csv_text(("species", "start_s", "end_s"), rows))
+    return path
+
+
+def write_unlabelled_field(
+    folder: str | Path,
+    *,
+    files: int = 4,
+    minutes: float = 1.0,
+    seed: int = 100,
+    sample_rate: int = 32000,
+) -> list[Path]:
+    """Unlabelled "field recordings" for the demo's teacher pool (``dataset.unlabelled_dirs``).
+
+    The same kind of audio as :func:`write_long_recording` (the demo species calling over
+    background, some stretches quiet) with no annotations written: BirdNET is their only
+    label. Seeds start at ``seed`` so that they never repeat the long test recording (seed 1).
+    Idempotent: existing files are left as they are.
+    """
+    folder = Path(folder)
+    written = []
+    for index in range(files):
+        path = folder / f"field_{index + 1:02d}.wav"
+        if not path.exists():
+            mix, _ = _field_mix(seed + index, minutes, sample_rate, (6.0, 14.0))
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, mix, sample_rate, "WAV", "PCM_16")
+        written.append(path)
+    return written
+
+
+def _field_mix(
+    seed: int, minutes: float, sr: int, call_interval_s: tuple[float, float]
+) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """Background with demo calls planted ``call_interval_s`` apart; returns (audio, calls)."""
     rng = np.random.default_rng([seed, 7919])
-    sr = sample_rate
     n_total = _n(minutes * 60.0, sr)
     mix = _background(rng, n_total, sr)
     rows = []
@@ -881,8 +918,4 @@ def write_long_recording(
         mix[span] += gain * call
         rows.append((species, round(start / sr, 6), round((start + len(call)) / sr, 6)))
         t += rng.uniform(*call_interval_s)
-    mix = mix * (0.9 / np.max(np.abs(mix)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, mix, sr, "WAV", "PCM_16")
-    _write_text_atomic(annotations, _csv_text(("species", "start_s", "end_s"), rows))
-    return path
+    return mix * (0.9 / np.max(np.abs(mix))), rows

@@ -39,6 +39,7 @@ from birdnet.teacher import (
     plausible_species,
     species_names,
 )
+from common.classes import NO_BIRDS
 from common.errors import UserError
 from common.file_io import write_json_atomic
 from common.skipped_files import SkippedFile
@@ -84,7 +85,7 @@ from distillation.window_labeller import (
 
 log = logging.getLogger(__name__)
 
-NO_BIRDS_CLASS = "no_birds"
+NO_BIRDS_CLASS = NO_BIRDS
 
 
 class ExtractionError(ValueError):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.classes import NO_BIRDS
 from edge.errors import EdgeError
 
 SIDECAR_FILENAME = "model.json"
@@ -21,7 +22,6 @@ ONNX_METADATA_KEY = "bird_edge_model"
 FP32_FILENAME = "model_fp32.onnx"
 INT8_FILENAME = "model_int8.onnx"
 SIDECAR_VERSION = 1
-NO_BIRDS = "no_birds"
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

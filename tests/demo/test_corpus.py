@@ -184,3 +184,22 @@ def test_cli(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         main(["--out", str(out), "--recordings-per-species", "0"])
     assert exit_info.value.code == 2
     assert main(["--out", str(out), "--seed", "9"]) == 1  # different arguments, no --overwrite
+
+
+def test_unlabelled_field_audio(tmp_path: Path) -> None:
+    """The demo's teacher pool: audio with calls, no annotations, never the test recording."""
+    from demo.corpus import write_long_recording, write_unlabelled_field
+
+    files = write_unlabelled_field(tmp_path / "pool", files=2, minutes=0.25)
+    assert [p.name for p in sorted((tmp_path / "pool").iterdir())] == [
+        "field_01.wav", "field_02.wav"]  # nothing else: no annotation file in the pool
+    first, second = (sf.read(p)[0] for p in files)
+    assert len(first) == 15 * 32000 and not np.array_equal(first, second)
+    test = sf.read(write_long_recording(tmp_path / "long.wav", minutes=0.25))[0]
+    assert not np.array_equal(first, test) and not np.array_equal(second, test)
+    # Deterministic and idempotent: a second call rewrites nothing.
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    again = write_unlabelled_field(tmp_path / "pool", files=2, minutes=0.25)
+    assert [p.stat().st_mtime_ns for p in again] == mtimes
+    other = write_unlabelled_field(tmp_path / "pool2", files=2, minutes=0.25)
+    assert np.array_equal(sf.read(other[0])[0], first)

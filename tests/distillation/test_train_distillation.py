@@ -128,3 +128,25 @@ def test_confidence_threshold_and_trusted_bird_labels(demo_corpus, demo_soft_lab
     # On species windows the teacher's no_birds never beats its weakest species.
     assert (trusted.teacher_logits[bird, 4] <= trusted.teacher_logits[bird, :4].min(1)).all()
     assert (plain.teacher_logits[bird, 4] > plain.teacher_logits[bird, :4].min(1)).any()
+
+
+def test_default_recipe_is_embedding_distillation():
+    """`python train_distillation.py` with no --config-name runs the best measured recipe
+    (README), and the demo runs it with its unlabelled pool."""
+    import yaml
+
+    def job(*args):
+        done = subprocess.run([sys.executable, "train_distillation.py", *args, "--cfg", "job"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return yaml.safe_load(done.stdout)
+
+    default, demo = job(), job("--config-name=demo_distillation")
+    for cfg in (default, demo):
+        assert cfg["distillation"]["embedding_weight"] > 0
+        assert cfg["distillation"]["all_windows"] is True
+        assert cfg["distillation"]["embedding_standardize"] is True
+        assert cfg["model"]["embedding_dim"] == 1024
+        assert cfg["distillation"]["view_prob"] == 0  # views measured harmful
+    assert default["experiment_name"] == "embedding_distillation"
+    assert demo["dataset"]["unlabelled_dirs"] == ["demo_data/unlabelled_field"]
