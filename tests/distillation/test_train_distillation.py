@@ -149,4 +149,8 @@ def test_default_recipe_is_embedding_distillation():
         assert cfg["model"]["embedding_dim"] == 1024
         assert cfg["distillation"]["view_prob"] == 0  # views measured harmful
     assert default["experiment_name"] == "embedding_distillation"
+    # Pre-training learns the same standardised targets (the raw embedding teaches nothing).
+    pretrain = job("--config-name=pretrain_config")
+    assert pretrain["training"]["stage"] == "pretrain"
+    assert pretrain["distillation"]["embedding_standardize"] is True
     assert demo["dataset"]["unlabelled_dirs"] == ["demo_data/unlabelled_field"]
