@@ -21,13 +21,16 @@ holds, for the n teacher windows of the file:
     duration_s            ()              float64  length of the decoded audio (s)
     key, settings_hash    ()              str      what the record is, made with which settings
     source_size, source_mtime_ns ()       int64    the audio file it was computed from
+    source_sha256         ()              str      its content (records written since format
+                                                   2 was extended; older ones lack it)
 
 ``metadata.json`` says which of the optional arrays the folder holds (``stored``). Format 1
 folders (before embeddings) still load; a recipe that needs what they lack says so.
 
 Records are written to a temporary file and renamed into place, so a record is either complete
 or absent. A record is valid when its settings hash matches the folder's and its source size
-and mtime match the audio file's current ones; anything else is recomputed.
+and mtime match the audio file's current ones, or, with a new mtime, its size and SHA-256 do
+(a copied or synced dataset; the record is then restamped). Anything else is recomputed.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ import hashlib
 import json
 import logging
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from birdnet.teacher import TeacherSignals
+from common.content_hash import Match, compare_stamp, file_sha256
 from common.file_io import write_atomic
 
 log = logging.getLogger(__name__)
@@ -68,15 +73,45 @@ def signal_arrays(signals: TeacherSignals) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class SourceStamp:
-    """Cheap identity of an audio file's content: its size and modification time."""
+    """Cheap identity of an audio file's content: its size and modification time, and where
+    it is, to hash its content when only the mtime disagrees (common/content_hash.py)."""
 
     size: int
     mtime_ns: int
+    path: str | None = None
 
     @classmethod
     def of(cls, path: str | Path) -> SourceStamp:
         stat = Path(path).stat()
-        return cls(int(stat.st_size), int(stat.st_mtime_ns))
+        return cls(int(stat.st_size), int(stat.st_mtime_ns), str(path))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stamp as stored in a record (the content hash is computed here, once)."""
+        arrays = {"source_size": np.int64(self.size), "source_mtime_ns": np.int64(self.mtime_ns)}
+        if self.path is not None:
+            arrays["source_sha256"] = np.str_(file_sha256(self.path))
+        return arrays
+
+    def compare(self, data: Mapping[str, np.ndarray]) -> Match:
+        """How the stamp stored in ``data`` (a record) relates to this file."""
+        if int(data["source_size"]) != self.size:
+            return Match.CHANGED
+        if int(data["source_mtime_ns"]) == self.mtime_ns:
+            return Match.SAME
+        stored = str(data["source_sha256"]) if "source_sha256" in data else None
+        if self.path is None or not stored:
+            return Match.CHANGED
+        return compare_stamp(self.path, int(data["source_size"]), int(data["source_mtime_ns"]),
+                             stored)
+
+
+def restamp(path: Path, stamp: SourceStamp) -> None:
+    """Rewrite a record (or view record) whose file has the same bytes under a new mtime, so
+    that the next check is the cheap one again."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["source_mtime_ns"] = np.int64(stamp.mtime_ns)
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def settings_hash(settings: dict) -> str:
@@ -105,8 +140,7 @@ def write_record(
         "duration_s": np.float64(duration_s),
         "key": np.str_(key),
         "settings_hash": np.str_(settings_digest),
-        "source_size": np.int64(stamp.size),
-        "source_mtime_ns": np.int64(stamp.mtime_ns),
+        **stamp.arrays(),
     }
     return write_atomic(record_path(output, key), lambda handle: np.savez(handle, **arrays))
 
@@ -133,19 +167,19 @@ def record_status(
         return False, 0, 0.0
     try:
         with np.load(path, allow_pickle=False) as data:
-            valid = (
-                str(data["settings_hash"]) == settings_digest
-                and int(data["source_size"]) == stamp.size
-                and int(data["source_mtime_ns"]) == stamp.mtime_ns
-                and str(data["key"]) == key
-            )
-            if not valid:
+            if str(data["settings_hash"]) != settings_digest or str(data["key"]) != key:
                 return False, 0, 0.0
-            return True, len(data["starts"]), float(data["duration_s"])
+            match = stamp.compare(data)
+            if match is Match.CHANGED:
+                return False, 0, 0.0
+            status = True, len(data["starts"]), float(data["duration_s"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
         # Only possible if something other than write_record wrote there; recompute it.
         log.warning("Unreadable soft-label record %s (%s); recomputing it", path, error)
         return False, 0, 0.0
+    if match is Match.SAME_CONTENT:
+        restamp(path, stamp)
+    return status
 
 
 def remove_stale_temporaries(output: str | Path) -> int:

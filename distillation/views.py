@@ -27,10 +27,11 @@ then resampling equals resampling then mixing):
     partner_key, partner_start, partner_gain            (m,)
     background_key ('' = none), background_start, background_gain     (m,)
     target_logits, nonevent_logits, non_target_max_logit, no_birds_logit, embedding
-    [all_logits], key, settings_hash, source_size, source_mtime_ns
+    [all_logits], key, settings_hash, source_size, source_mtime_ns, source_sha256
 
 A view record is valid when its settings hash (the base records' settings and the view
-settings) and its anchor file's size and mtime match. A view whose partner or background
+settings) and its anchor file's stamp match (size and mtime, or size and content; see
+soft_label_records.SourceStamp). A view whose partner or background
 file is not on the training side of a run (validation or test of its split manifest) is not
 used by that run: views never carry held-out audio into training.
 """
@@ -49,6 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from birdnet.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
+from common.content_hash import Match
 from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
@@ -56,6 +58,7 @@ from distillation.soft_label_records import (
     SourceStamp,
     read_metadata,
     read_record,
+    restamp,
     settings_hash,
     signal_arrays,
 )
@@ -217,11 +220,14 @@ def _valid(output: Path, key: str, stamp: SourceStamp, digest: str) -> bool:
         return False
     try:
         with np.load(path, allow_pickle=False) as data:
-            return (str(data["settings_hash"]) == digest and str(data["key"]) == key
-                    and int(data["source_size"]) == stamp.size
-                    and int(data["source_mtime_ns"]) == stamp.mtime_ns)
+            if str(data["settings_hash"]) != digest or str(data["key"]) != key:
+                return False
+            match = stamp.compare(data)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return False
+    if match is Match.SAME_CONTENT:
+        restamp(path, stamp)
+    return match is not Match.CHANGED
 
 
 def extract_views(
@@ -292,8 +298,7 @@ def extract_views(
             **signal_arrays(concat_signals(parts)),
             "key": np.str_(key),
             "settings_hash": np.str_(digest),
-            "source_size": np.int64(stamp.size),
-            "source_mtime_ns": np.int64(stamp.mtime_ns),
+            **stamp.arrays(),
         }
         write_atomic(views_path(output, key), lambda handle, a=arrays: np.savez(handle, **a))
         computed += 1

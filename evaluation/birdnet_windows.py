@@ -2,16 +2,19 @@
 
 The benchmark's windows (3 s at 48 kHz on a fixed hop, the last aligned to the end) are run
 through BirdNET once per file; the raw logits of all 6,522 classes and the 1024-d embedding
-are kept as float16 in one ``.npz`` per file, keyed by the file's path, size and mtime and
-the hop. Every fold then scores its test files (BirdNET restricted to the species) and fits
-the linear head on its training files' embeddings without running BirdNET again, and a later
-evaluation of other species or recipes on the same audio reuses the cache.
+are kept as float16 in one ``.npz`` per file, named by the file's path and the hop and
+stamped with its size, mtime and SHA-256 (a copied dataset with new mtimes is not recomputed;
+see common/content_hash.py). Every fold then scores its test files (BirdNET restricted to
+the species) and fits the linear head on its training files' embeddings without running
+BirdNET again, and a later evaluation of other species or recipes on the same audio reuses
+the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,17 +23,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from common.content_hash import Match, compare_stamp, file_sha256
 from common.file_io import write_atomic
 from common.skipped_files import SkippedFile
-from datasets.audio_cache import file_fingerprint
 from datasets.audio_utils import AudioLoadError, load_audio
 from datasets.windows import sliding_windows
 
 log = logging.getLogger(__name__)
 
-# Bump when what is stored changes.
-CACHE_VERSION = 1
+# Bump when what is stored changes (2: named by path, stamped with size, mtime, SHA-256).
+CACHE_VERSION = 2
 MAX_FILES_IN_MEMORY = 512
+STAMP_FIELDS = ("source_size", "source_mtime_ns", "source_sha256")
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,26 @@ class BirdNetWindowCache:
         self._loaded: OrderedDict[str, FileWindows] = OrderedDict()
 
     def _path(self, audio_path: str | Path) -> Path:
-        identity = f"v{CACHE_VERSION}|{file_fingerprint(audio_path)}|hop={self.hop_s}"
+        identity = f"v{CACHE_VERSION}|{Path(audio_path).resolve()}|hop={self.hop_s}"
         digest = hashlib.sha1(identity.encode()).hexdigest()
         return self.root / digest[:2] / f"{digest}.npz"
+
+    def _is_current(self, audio_path: str) -> bool:
+        """Whether the stored outputs were computed from this file's current content."""
+        target = self._path(audio_path)
+        try:
+            with np.load(target, allow_pickle=False) as data:
+                stamp = {name: data[name] for name in STAMP_FIELDS}
+            match = compare_stamp(audio_path, int(stamp["source_size"]),
+                                  int(stamp["source_mtime_ns"]), str(stamp["source_sha256"]))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            return False
+        if match is Match.SAME_CONTENT:  # copied or synced: same bytes, new mtime
+            with np.load(target, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            arrays["source_mtime_ns"] = np.int64(Path(audio_path).stat().st_mtime_ns)
+            write_atomic(target, lambda handle: np.savez(handle, **arrays))
+        return match is not Match.CHANGED
 
     def _compute(self, audio_path: str) -> FileWindows:
         if self._teacher is None:
@@ -81,7 +102,7 @@ class BirdNetWindowCache:
     def ensure(self, audio_paths: Iterable[str], skipped: list[SkippedFile]) -> set[str]:
         """Compute what is missing; return the paths that have outputs (bad files skipped)."""
         audio_paths = sorted(set(audio_paths))
-        missing = [p for p in audio_paths if not self._path(p).is_file()]
+        missing = [p for p in audio_paths if not self._is_current(p)]
         if missing:
             log.info("BirdNET on %d of %d files (the rest is cached in %s)", len(missing),
                      len(audio_paths), self.root)
@@ -95,8 +116,12 @@ class BirdNetWindowCache:
                 continue
             target = self._path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, lambda handle, r=result: np.savez(
-                handle, starts=r.starts, logits=r.logits, embeddings=r.embeddings))
+            stat = Path(path).stat()
+            stamp = {"source_size": np.int64(stat.st_size),
+                     "source_mtime_ns": np.int64(stat.st_mtime_ns),
+                     "source_sha256": np.str_(file_sha256(path))}
+            write_atomic(target, lambda handle, r=result, st=stamp: np.savez(
+                handle, starts=r.starts, logits=r.logits, embeddings=r.embeddings, **st))
         return {p for p in audio_paths if p not in bad}
 
     def get(self, audio_path: str) -> FileWindows:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from birdnet.teacher import NON_EVENT_LABELS, BirdNetTeacher, no_birds_logit
 from datasets.audio_utils import sliding_window_starts
@@ -250,10 +251,27 @@ def test_resume_after_a_kill_recomputes_only_what_is_missing_or_changed(tmp_path
     assert _mtimes(output) == after
     assert (output / "metadata.json").stat().st_mtime_ns == metadata_mtime
 
-    # A touched file (new mtime) is recomputed, and only it.
+    # A touched file (new mtime, same bytes: a copied or synced dataset) is not recomputed:
+    # its content hash matches, and its record is restamped so the next check is cheap.
     touched = bird_dir / "Apus_apus" / "rec1.wav"
     stat = touched.stat()
     os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    old_record = read_record(output, "Apus_apus/rec1.wav")
+    summary = extract_soft_labels(**run)
+    assert (summary.computed, summary.reused) == (0, 6)
+    changed = {k for k, v in _mtimes(output).items() if v != after[k]}
+    assert changed == {"Apus_apus/rec1.wav.npz"}
+    restamped = read_record(output, "Apus_apus/rec1.wav")
+    assert int(restamped["source_mtime_ns"]) == touched.stat().st_mtime_ns
+    for name in ("starts", "target_logits", "embedding", "source_sha256"):
+        assert np.array_equal(restamped[name], old_record[name])
+    after = _mtimes(output)
+    assert extract_soft_labels(**run).reused == 6 and _mtimes(output) == after
+
+    # New bytes of the same size under a new mtime are recomputed, and only that file.
+    audio, sr = sf.read(touched, dtype="int16")
+    sf.write(touched, (audio // 2).astype(np.int16), sr, subtype="PCM_16")
+    assert touched.stat().st_size == stat.st_size
     summary = extract_soft_labels(**run)
     assert (summary.computed, summary.reused) == (1, 5)
     changed = {k for k, v in _mtimes(output).items() if v != after[k]}

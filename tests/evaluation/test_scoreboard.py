@@ -208,3 +208,38 @@ def test_cli_rejects_a_bad_training_setting_before_birdnet_runs(tmp_path):
     assert result.returncode == 2
     assert "training.epochs" in result.stderr
     assert not (tmp_path / "cache" / "birdnet_windows").exists()
+
+
+def test_birdnet_window_cache_survives_new_mtimes_but_not_new_bytes(tmp_path):
+    """A copied or synced dataset (same bytes, new mtimes) keeps its BirdNET outputs; a file
+    whose bytes changed is run through BirdNET again."""
+    import os
+
+    import numpy as np
+    import soundfile as sf
+
+    from evaluation.birdnet_windows import BirdNetWindowCache
+    from tests.conftest import tone_burst, write_wav
+
+    files = [str(write_wav(tmp_path / f"a{i}.wav", tone_burst(48000, 2000 + 500 * i, 4.0),
+                           48000)) for i in range(2)]
+    cache = BirdNetWindowCache(tmp_path / "cache")
+    assert cache.ensure(files, []) == set(files)
+    stored = {p: cache._path(p).stat().st_mtime_ns for p in files}
+    first = cache.get(files[0]).logits.copy()
+
+    computed: list[str] = []
+    original = cache._compute
+    cache._compute = lambda path: computed.append(path) or original(path)
+    for path in files:
+        stat = os.stat(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 7_000_000_000))
+    assert cache.ensure(files, []) == set(files) and computed == []
+    assert all(cache._path(p).stat().st_mtime_ns != stored[p] for p in files)  # restamped
+    assert cache.ensure(files, []) == set(files) and computed == []
+
+    audio, sr = sf.read(files[0], dtype="int16")
+    sf.write(files[0], (audio // 3).astype(np.int16), sr, subtype="PCM_16")
+    assert cache.ensure(files, []) == set(files) and computed == [files[0]]
+    fresh = BirdNetWindowCache(tmp_path / "cache").get(files[0]).logits
+    assert fresh.shape == first.shape and not np.array_equal(fresh, first)
