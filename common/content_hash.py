@@ -14,6 +14,10 @@ import hashlib
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
+
+from common.file_io import write_atomic
+
 CHUNK = 1 << 20
 
 
@@ -41,3 +45,12 @@ def compare_stamp(path: str | Path, size: int, mtime_ns: int, sha256: str | None
     if sha256 and file_sha256(path) == sha256:
         return Match.SAME_CONTENT
     return Match.CHANGED
+
+
+def restamp_npz(path: str | Path, mtime_ns: int) -> None:
+    """Rewrite a cached ``.npz`` whose source has the same bytes under a new mtime, with that
+    mtime in its ``source_mtime_ns``, so that the next check is the cheap one again."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["source_mtime_ns"] = np.int64(mtime_ns)
+    write_atomic(Path(path), lambda handle: np.savez(handle, **arrays))

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from birdnet.teacher import TeacherSignals
-from common.content_hash import Match, compare_stamp, file_sha256
+from common.content_hash import Match, compare_stamp, file_sha256, restamp_npz
 from common.file_io import write_atomic
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,6 @@ class SourceStamp:
             return Match.CHANGED
         return compare_stamp(self.path, int(data["source_size"]), int(data["source_mtime_ns"]),
                              stored)
-
-
-def restamp(path: Path, stamp: SourceStamp) -> None:
-    """Rewrite a record (or view record) whose file has the same bytes under a new mtime, so
-    that the next check is the cheap one again."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
-    arrays["source_mtime_ns"] = np.int64(stamp.mtime_ns)
-    write_atomic(path, lambda handle: np.savez(handle, **arrays))
 
 
 def settings_hash(settings: dict) -> str:
@@ -178,7 +169,7 @@ def record_status(
         log.warning("Unreadable soft-label record %s (%s); recomputing it", path, error)
         return False, 0, 0.0
     if match is Match.SAME_CONTENT:
-        restamp(path, stamp)
+        restamp_npz(path, stamp.mtime_ns)
     return status
 
 

@@ -4,10 +4,10 @@
 ``distillation.soft_label_records``) and :class:`SoftLabelStore` reads it during training.
 
 Extraction resumes by default: a file whose record is valid (same settings, same source size
-and mtime) is skipped, a changed file is recomputed, a file that failed before and has not
-changed is not retried. A folder made with other settings (species list, hop, location) is
-refused unless ``resume=False``, which recomputes everything in it: soft labels can take hours
-to compute, so they are never overwritten by accident.
+and mtime, or same size and bytes) is skipped, a changed file is recomputed, a file that
+failed before and has not changed is not retried. A folder made with other settings (species
+list, hop, location) is refused unless ``resume=False``, which recomputes everything in it:
+soft labels can take hours to compute, so they are never overwritten by accident.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from birdnet.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
-from common.content_hash import Match
+from common.content_hash import Match, restamp_npz
 from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
@@ -58,7 +58,6 @@ from distillation.soft_label_records import (
     SourceStamp,
     read_metadata,
     read_record,
-    restamp,
     settings_hash,
     signal_arrays,
 )
@@ -226,7 +225,7 @@ def _valid(output: Path, key: str, stamp: SourceStamp, digest: str) -> bool:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return False
     if match is Match.SAME_CONTENT:
-        restamp(path, stamp)
+        restamp_npz(path, stamp.mtime_ns)
     return match is not Match.CHANGED
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.content_hash import Match, compare_stamp, file_sha256
+from common.content_hash import Match, compare_stamp, file_sha256, restamp_npz
 from common.file_io import write_atomic
 from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio
@@ -79,10 +79,7 @@ class BirdNetWindowCache:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
             return False
         if match is Match.SAME_CONTENT:  # copied or synced: same bytes, new mtime
-            with np.load(target, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            arrays["source_mtime_ns"] = np.int64(Path(audio_path).stat().st_mtime_ns)
-            write_atomic(target, lambda handle: np.savez(handle, **arrays))
+            restamp_npz(target, Path(audio_path).stat().st_mtime_ns)
         return match is not Match.CHANGED
 
     def _compute(self, audio_path: str) -> FileWindows:
