@@ -11,6 +11,8 @@ reading a file to hash it costs milliseconds, BirdNET on it costs seconds.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -35,16 +37,49 @@ class Match(Enum):
     CHANGED = "changed"
 
 
-def compare_stamp(path: str | Path, size: int, mtime_ns: int, sha256: str | None) -> Match:
-    """How the file at ``path`` relates to a stamp (``sha256`` None: an older stamp)."""
-    stat = Path(path).stat()
-    if stat.st_size != size:
-        return Match.CHANGED
-    if stat.st_mtime_ns == mtime_ns:
-        return Match.SAME
-    if sha256 and file_sha256(path) == sha256:
-        return Match.SAME_CONTENT
-    return Match.CHANGED
+STAMP_FIELDS = ("source_size", "source_mtime_ns", "source_sha256")
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """Cheap identity of a source file: its size and modification time, and where it is, to
+    hash its content when only the mtime disagrees."""
+
+    size: int
+    mtime_ns: int
+    path: str | None = None
+
+    @classmethod
+    def of(cls, path: str | Path) -> SourceStamp:
+        stat = Path(path).stat()
+        return cls(int(stat.st_size), int(stat.st_mtime_ns), str(path))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stamp as stored in a cached ``.npz`` (the content hash is computed here, once).
+        A file that cannot be read any more gets the mtime stamp alone, as before hashes."""
+        arrays = {"source_size": np.int64(self.size), "source_mtime_ns": np.int64(self.mtime_ns)}
+        if self.path is not None:
+            try:
+                arrays["source_sha256"] = np.str_(file_sha256(self.path))
+            except OSError:
+                pass
+        return arrays
+
+    def compare(self, data: Mapping[str, np.ndarray]) -> Match:
+        """How the stamp stored in ``data`` (an opened ``.npz``) relates to this file; a stamp
+        without ``source_sha256`` (older caches) matches on size and mtime only."""
+        if int(data["source_size"]) != self.size:
+            return Match.CHANGED
+        if int(data["source_mtime_ns"]) == self.mtime_ns:
+            return Match.SAME
+        stored = str(data["source_sha256"]) if "source_sha256" in data else ""
+        if self.path is None or not stored:
+            return Match.CHANGED
+        try:
+            same = file_sha256(self.path) == stored
+        except OSError:
+            return Match.CHANGED
+        return Match.SAME_CONTENT if same else Match.CHANGED
 
 
 def restamp_npz(path: str | Path, mtime_ns: int) -> None:

@@ -39,14 +39,12 @@ import hashlib
 import json
 import logging
 import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from birdnet.teacher import TeacherSignals
-from common.content_hash import Match, compare_stamp, file_sha256, restamp_npz
+from common.content_hash import Match, SourceStamp, restamp_npz
 from common.file_io import write_atomic
 
 log = logging.getLogger(__name__)
@@ -69,40 +67,6 @@ def signal_arrays(signals: TeacherSignals) -> dict[str, np.ndarray]:
         if value is not None:
             arrays[name] = np.asarray(value, dtype=np.float16)
     return arrays
-
-
-@dataclass(frozen=True)
-class SourceStamp:
-    """Cheap identity of an audio file's content: its size and modification time, and where
-    it is, to hash its content when only the mtime disagrees (common/content_hash.py)."""
-
-    size: int
-    mtime_ns: int
-    path: str | None = None
-
-    @classmethod
-    def of(cls, path: str | Path) -> SourceStamp:
-        stat = Path(path).stat()
-        return cls(int(stat.st_size), int(stat.st_mtime_ns), str(path))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The stamp as stored in a record (the content hash is computed here, once)."""
-        arrays = {"source_size": np.int64(self.size), "source_mtime_ns": np.int64(self.mtime_ns)}
-        if self.path is not None:
-            arrays["source_sha256"] = np.str_(file_sha256(self.path))
-        return arrays
-
-    def compare(self, data: Mapping[str, np.ndarray]) -> Match:
-        """How the stamp stored in ``data`` (a record) relates to this file."""
-        if int(data["source_size"]) != self.size:
-            return Match.CHANGED
-        if int(data["source_mtime_ns"]) == self.mtime_ns:
-            return Match.SAME
-        stored = str(data["source_sha256"]) if "source_sha256" in data else None
-        if self.path is None or not stored:
-            return Match.CHANGED
-        return compare_stamp(self.path, int(data["source_size"]), int(data["source_mtime_ns"]),
-                             stored)
 
 
 def settings_hash(settings: dict) -> str:

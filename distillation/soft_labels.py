@@ -40,6 +40,7 @@ from birdnet.teacher import (
     species_names,
 )
 from common.classes import NO_BIRDS
+from common.content_hash import SourceStamp
 from common.errors import UserError
 from common.file_io import write_json_atomic
 from common.skipped_files import SkippedFile
@@ -65,7 +66,6 @@ from distillation.soft_label_records import (
     NO_BIRDS_KEY_PREFIX,
     OPTIONAL_ARRAYS,
     READABLE_FORMATS,
-    SourceStamp,
     read_metadata,
     read_record,
     record_path,

@@ -31,7 +31,7 @@ then resampling equals resampling then mixing):
 
 A view record is valid when its settings hash (the base records' settings and the view
 settings) and its anchor file's stamp match (size and mtime, or size and content; see
-soft_label_records.SourceStamp). A view whose partner or background
+common.content_hash.SourceStamp). A view whose partner or background
 file is not on the training side of a run (validation or test of its split manifest) is not
 used by that run: views never carry held-out audio into training.
 """
@@ -50,12 +50,11 @@ import numpy as np
 from tqdm import tqdm
 
 from birdnet.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
-from common.content_hash import Match, restamp_npz
+from common.content_hash import Match, SourceStamp, restamp_npz
 from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
 from distillation.soft_label_records import (
-    SourceStamp,
     read_metadata,
     read_record,
     settings_hash,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common.content_hash import Match, compare_stamp, file_sha256, restamp_npz
+from common.content_hash import STAMP_FIELDS, Match, SourceStamp, restamp_npz
 from common.file_io import write_atomic
 from common.skipped_files import SkippedFile
 from datasets.audio_utils import AudioLoadError, load_audio
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 # Bump when what is stored changes (2: named by path, stamped with size, mtime, SHA-256).
 CACHE_VERSION = 2
 MAX_FILES_IN_MEMORY = 512
-STAMP_FIELDS = ("source_size", "source_mtime_ns", "source_sha256")
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,13 @@ class BirdNetWindowCache:
         """Whether the stored outputs were computed from this file's current content."""
         target = self._path(audio_path)
         try:
+            stamp = SourceStamp.of(audio_path)
             with np.load(target, allow_pickle=False) as data:
-                stamp = {name: data[name] for name in STAMP_FIELDS}
-            match = compare_stamp(audio_path, int(stamp["source_size"]),
-                                  int(stamp["source_mtime_ns"]), str(stamp["source_sha256"]))
+                match = stamp.compare({name: data[name] for name in STAMP_FIELDS})
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
             return False
         if match is Match.SAME_CONTENT:  # copied or synced: same bytes, new mtime
-            restamp_npz(target, Path(audio_path).stat().st_mtime_ns)
+            restamp_npz(target, stamp.mtime_ns)
         return match is not Match.CHANGED
 
     def _compute(self, audio_path: str) -> FileWindows:
@@ -113,10 +111,7 @@ class BirdNetWindowCache:
                 continue
             target = self._path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            stat = Path(path).stat()
-            stamp = {"source_size": np.int64(stat.st_size),
-                     "source_mtime_ns": np.int64(stat.st_mtime_ns),
-                     "source_sha256": np.str_(file_sha256(path))}
+            stamp = SourceStamp.of(path).arrays()
             write_atomic(target, lambda handle, r=result, st=stamp: np.savez(
                 handle, starts=r.starts, logits=r.logits, embeddings=r.embeddings, **st))
         return {p for p in audio_paths if p not in bad}
