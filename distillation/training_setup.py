@@ -22,6 +22,7 @@ from distillation.datasets.teacher_windows import CombinedTrainingSet, TeacherWi
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
 from distillation.losses.embedding import TeacherTargetsLoss, embedding_statistics
+from distillation.probe_teacher import ProbeTeacher, check_teacher_classifier, fit_probe_teacher
 from distillation.soft_labels import SoftLabelStore
 from training.pretrain import PRETRAIN
 from training.trainer import LossFn
@@ -121,7 +122,8 @@ def labelled_record_keys(cfg: DictConfig, data: DataBundle, store: SoftLabelStor
 
 
 def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore,
-                        embeddings: bool, all_windows: bool) -> TeacherWindowDataset:
+                        embeddings: bool, all_windows: bool,
+                        probe: ProbeTeacher | None = None) -> TeacherWindowDataset:
     """Append teacher-only windows to the training split (see teacher_windows.py)."""
     labelled_record_keys(cfg, data, store)
     sides = training_side_audio(data)
@@ -140,11 +142,25 @@ def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore
         keys, sides, store, data.cache, data.class_names, float(cfg.dataset.clip_duration),
         embeddings=embeddings, view_prob=float(cfg.distillation.view_prob),
         confidence_threshold=float(cfg.distillation.confidence_threshold),
+        probe=probe.logits if probe is not None else None,
     )
     data.datasets["train"] = CombinedTrainingSet(data.datasets["train"], teacher)
     log.info("Teacher-only training windows: %d (%d files; %d unlabelled files)", len(teacher),
              len({item.key for item in teacher.items}), len(data.unlabelled))
     return teacher
+
+
+def attach_probe_teacher(cfg: DictConfig, data: DataBundle,
+                         store: SoftLabelStore) -> ProbeTeacher:
+    """Fit the linear-probe teacher; its logits replace BirdNET's on the labelled training
+    windows too (validation keeps BirdNET's: the head never sees validation windows)."""
+    train = data.datasets["train"]
+    sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
+    probe = fit_probe_teacher(cfg, train, sources, store, data.class_names)
+    seen = train.has_embedding
+    if seen.any():
+        train.teacher_logits[seen] = probe.logits(train.teacher_embedding[seen])
+    return probe
 
 
 def check_embedding_dim(cfg: DictConfig) -> None:
@@ -167,15 +183,24 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     loss_type = str(cfg.loss.type)
     pretrain = str(cfg.training.stage) == PRETRAIN
     embedding_weight = float(cfg.distillation.embedding_weight)
+    probe_teacher = check_teacher_classifier(
+        str(cfg.distillation.get("teacher_classifier", "birdnet"))) == "linear_probe"
     all_windows = bool(cfg.distillation.all_windows) or pretrain
     extended = embedding_weight > 0 or all_windows or bool(data.unlabelled)
+    if probe_teacher and pretrain:
+        raise ConfigError("distillation.teacher_classifier=linear_probe needs labelled windows; "
+                          "training.stage=pretrain has none (use birdnet)")
     if str(cfg.training.monitor) == "val_embedding_cosine" and embedding_weight == 0:
         raise ConfigError("training.monitor=val_embedding_cosine needs embedding distillation: "
                           "set distillation.embedding_weight > 0 (and model.embedding_dim=1024)")
     if pretrain and alpha == 0 and embedding_weight == 0:
         raise ConfigError("training.stage=pretrain learns from teacher targets alone: set "
                           "distillation.embedding_weight > 0 or distillation.alpha > 0")
-    if extended or needs_teacher(loss_type, alpha):
+    if probe_teacher and not (alpha > 0 or needs_teacher(loss_type, alpha)):
+        log.warning("distillation.teacher_classifier=linear_probe has no effect with "
+                    "distillation.alpha=0 and loss.type=%s: no loss term reads the teacher's "
+                    "class scores", loss_type)
+    if extended or needs_teacher(loss_type, alpha) or probe_teacher:
         if not cfg.dataset.soft_labels_path:
             raise ConfigError(
                 f"loss.type={loss_type} learns from BirdNET's soft labels: set "
@@ -184,7 +209,8 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
             )
         if embedding_weight > 0:
             check_embedding_dim(cfg)
-        store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0)
+        store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0 or probe_teacher)
+    probe = attach_probe_teacher(cfg, data, store) if probe_teacher else None
     weights = class_weights_for(cfg, data).weights
     base = build_loss(cfg.loss, class_weights=weights, n_classes=len(data.class_names),
                       alpha=alpha, temperature=temperature)
@@ -192,8 +218,9 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         return base
     teacher_windows = None
     if all_windows or data.unlabelled:
-        teacher_windows = add_teacher_windows(cfg, data, store, embedding_weight > 0,
-                                              all_windows)
+        teacher_windows = add_teacher_windows(cfg, data, store,
+                                              embedding_weight > 0 or probe_teacher,
+                                              all_windows, probe)
     mean = scale = None
     if embedding_weight > 0 and bool(cfg.distillation.get("embedding_standardize", False)):
         # Statistics of the training side only (its recordings and the unlabelled pool).

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from benchmark.scoring import aggregate, aggregate_no_birds, predictions_table
+from birdnet.embedding_head import class_probabilities, fit_linear_head
 from datasets.bird_dataset import WindowExample
 from evaluation.birdnet_windows import BirdNetWindowCache
 
 log = logging.getLogger(__name__)
+
+__all__ = ["class_probabilities", "fit_linear_head", "linear_head_predictions",
+           "window_embeddings"]
 
 
 def window_embeddings(examples: Sequence[WindowExample], files: dict[str, str],
@@ -44,24 +46,6 @@ def window_embeddings(examples: Sequence[WindowExample], files: dict[str, str],
     if not features:
         return np.zeros((0, 1024), np.float32), np.zeros(0, int)
     return np.asarray(features, np.float32), np.asarray(labels, int)
-
-
-def fit_linear_head(embeddings: np.ndarray, labels: np.ndarray, c: float = 1.0,
-                    seed: int = 0) -> Pipeline:
-    """Standardise, then logistic regression with balanced class weights (few-shot classes
-    are small, and no_birds is often the largest)."""
-    head = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=c, max_iter=3000, class_weight="balanced", random_state=seed),
-    )
-    return head.fit(embeddings, labels)
-
-
-def class_probabilities(head: Pipeline, embeddings: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n, n_classes) probabilities; a class the head never saw gets 0."""
-    probs = np.zeros((len(embeddings), n_classes), np.float64)
-    probs[:, head.classes_] = head.predict_proba(embeddings.astype(np.float32))
-    return probs
 
 
 def linear_head_predictions(head: Pipeline, files: Sequence[str], labels: Sequence[str],

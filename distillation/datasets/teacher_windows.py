@@ -20,7 +20,7 @@ Only the training split gets these windows: validation and test keep their label
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,9 +56,12 @@ class TeacherWindowDataset(Dataset):
         embeddings: bool = False,
         view_prob: float = 0.0,
         confidence_threshold: float = 0.0,
+        probe: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         """``keys``: files whose windows to add; ``cache_keys``: soft-label key -> decoded
-        audio of every file on the training side (views may only borrow from those)."""
+        audio of every file on the training side (views may only borrow from those).
+        ``probe``: BirdNET embeddings (n, 1024) -> class logits (n, C) that replace BirdNET's
+        own class logits as the soft target (distillation/probe_teacher.py)."""
         self.store = store
         self.cache = cache
         self.cache_keys = dict(cache_keys)
@@ -66,10 +69,16 @@ class TeacherWindowDataset(Dataset):
         self.clip_duration = float(clip_duration)
         self.embeddings = embeddings
         self.confidence_threshold = float(confidence_threshold)
+        self.probe = probe
         self.items: list[TeacherWindow] = []
+        # With a probe, its logits for every window of every file, computed once here (one
+        # batched call per file, not one per item in the loader).
+        self._probe_logits: dict[str, np.ndarray] = {}
         for key in keys:
             if store.has(key) and key in self.cache_keys:
                 self.items.extend(TeacherWindow(key, r) for r in range(len(store.windows(key)[0])))
+                if probe is not None:
+                    self._probe_logits[key] = probe(store.record(key)["embedding"])
         # Usable views per item: index into the file's view record.
         self.view_prob = float(view_prob) if store.view_info else 0.0
         self._views: dict[str, dict[str, np.ndarray]] = {}
@@ -106,10 +115,17 @@ class TeacherWindowDataset(Dataset):
     def _audio_of(self, key: str) -> np.ndarray:
         return self.cache.get(self.cache_keys[key])
 
-    def _targets(self, arrays: dict[str, np.ndarray], row: int) -> tuple[np.ndarray, np.ndarray]:
-        columns = self.store.class_columns(self.class_names)
-        logits = np.where(columns >= 0, arrays["target_logits"][row, np.maximum(columns, 0)],
-                          arrays["no_birds_logit"][row]).astype(np.float32)
+    def _targets(self, arrays: dict[str, np.ndarray], row: int,
+                 probe_logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if probe_logits is not None:
+            logits = probe_logits[row]
+        elif self.probe is not None:
+            logits = self.probe(arrays["embedding"][row:row + 1])[0]
+        else:
+            columns = self.store.class_columns(self.class_names)
+            logits = np.where(columns >= 0,
+                              arrays["target_logits"][row, np.maximum(columns, 0)],
+                              arrays["no_birds_logit"][row]).astype(np.float32)
         embedding = (arrays["embedding"][row].astype(np.float32) if self.embeddings
                      else np.zeros(0, np.float32))
         return logits, embedding
@@ -127,7 +143,8 @@ class TeacherWindowDataset(Dataset):
             start = float(self.store.windows(item.key)[0][item.row])
             audio = cut_window(self._audio_of(item.key), self.cache.sample_rate,
                                self.clip_duration, start)
-            logits, embedding = self._targets(self.store.record(item.key), item.row)
+            logits, embedding = self._targets(self.store.record(item.key), item.row,
+                                              self._probe_logits.get(item.key))
         confident = float(sigmoid(logits.max())) >= self.confidence_threshold
         out = {
             # A copy: the cache is a read-only memory map.

@@ -1,0 +1,120 @@
+"""BirdNET's embedding + a linear head fitted on the run's labelled windows, as a teacher.
+
+BirdNET's own output layer is a poor teacher for a short class list: on the dev recordings
+it calls 32-76% of the windows of labelled recordings "no target bird", so its logits mostly
+teach silence (logit KD from them lowered the student's macro-F1 in every setting measured,
+distillation/README.md). A logistic regression on BirdNET's embedding, fitted on the same
+few labelled windows the student sees, is a far better classifier of those classes (the
+scoreboard's ``birdnet_linear`` row). With ``distillation.teacher_classifier=linear_probe``
+that head labels every window without a label (the recordings' other windows, the
+unlabelled pool): the student learns from the head's class probabilities there, through the
+same soft term as logit distillation (``distillation.alpha``).
+
+The head is fitted on the training split only (never on validation or test windows), on
+BirdNET's embedding of each labelled window: the call windows of the species and the no_birds
+windows (quiet stretches of the recordings, and no-birds clips such as ESC-50's when their
+folder is also one of the unlabelled folders, whose records hold their embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from birdnet.embedding_head import class_probabilities, fit_linear_head
+from common.errors import ConfigError
+from datasets.manifest_files import source_file, source_roots
+from datasets.unlabelled import unlabelled_key, unlabelled_roots
+from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
+from distillation.soft_labels import SoftLabelStore
+
+log = logging.getLogger(__name__)
+
+TEACHER_CLASSIFIERS: tuple[str, ...] = ("birdnet", "linear_probe")
+# Floor of a probability turned into a logit: log(0) would be -inf in the soft target.
+MIN_PROBABILITY = 1e-6
+
+
+class ProbeTeacher:
+    """Class log-probabilities (usable as teacher logits) from BirdNET embeddings."""
+
+    def __init__(self, embeddings: np.ndarray, labels: np.ndarray, n_classes: int,
+                 c: float = 1.0, seed: int = 0):
+        self.n_classes = int(n_classes)
+        self.head = fit_linear_head(embeddings, labels, c, seed)
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, n_classes) float32 log-probabilities: softmax of them is the head's output."""
+        probs = class_probabilities(self.head, np.asarray(embeddings, np.float32),
+                                    self.n_classes)
+        return np.log(np.maximum(probs, MIN_PROBABILITY)).astype(np.float32)
+
+
+def alias_key(file: Path, roots: Mapping[str, Path]) -> str | None:
+    """The unlabelled-record key of ``file`` when it lies in one of the unlabelled folders."""
+    resolved = file.resolve()
+    for name, root in roots.items():
+        root = Path(root).resolve()
+        if resolved.is_relative_to(root):
+            return unlabelled_key(name, resolved.relative_to(root).as_posix())
+    return None
+
+
+def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
+                        store: SoftLabelStore) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, labels) of the training split's labelled windows that BirdNET has seen.
+
+    Windows of files extraction never labels (ESC-50 clips) take their embedding from the
+    file's unlabelled record when its folder is also an unlabelled folder.
+    """
+    clip_s = train.base.clip_samples / train.base.sample_rate
+    roots = source_roots(cfg.dataset)
+    pool_roots = unlabelled_roots(cfg.dataset.get("unlabelled_dirs") or [])
+    rows, labels = [], []
+    for i, example in enumerate(train.examples):
+        if train.has_embedding[i]:
+            rows.append(train.teacher_embedding[i])
+        else:
+            source = sources.get(example.path, "bird")
+            if source not in roots or not pool_roots:
+                continue
+            key = alias_key(source_file(roots, source, example.path), pool_roots)
+            if key is None or not store.has(key):
+                continue
+            rows.append(store.embedding_for(key, example.start_s, clip_s))
+        labels.append(example.label)
+    if not rows:
+        return np.zeros((0, train.teacher_embedding.shape[1]), np.float32), np.zeros(0, int)
+    return np.asarray(rows, np.float32), np.asarray(labels, int)
+
+
+def fit_probe_teacher(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
+                      store: SoftLabelStore, class_names: Sequence[str]) -> ProbeTeacher:
+    """The linear head on BirdNET's embedding of the training split's labelled windows."""
+    embeddings, labels = labelled_embeddings(cfg, train, sources, store)
+    present = set(labels.tolist())
+    absent = [name for i, name in enumerate(class_names) if i not in present]
+    if absent:
+        raise ConfigError(
+            "distillation.teacher_classifier=linear_probe fits a classifier on BirdNET's "
+            f"embedding of the labelled training windows, but none is labelled {absent}. "
+            "Use distillation.teacher_classifier=birdnet, or give each class training audio "
+            "(for no_birds: recordings with quiet stretches, or a no-birds folder that is "
+            "also in dataset.unlabelled_dirs)."
+        )
+    counts = np.bincount(labels, minlength=len(class_names))
+    log.info("Linear-probe teacher fitted on %d labelled windows (%s)", len(labels),
+             ", ".join(f"{n} {c}" for n, c in zip(class_names, counts, strict=True)))
+    return ProbeTeacher(embeddings, labels, len(class_names),
+                        float(cfg.distillation.linear_probe_C), int(cfg.seed))
+
+
+def check_teacher_classifier(name: str) -> str:
+    if name not in TEACHER_CLASSIFIERS:
+        raise ConfigError(f"distillation.teacher_classifier must be one of "
+                          f"{TEACHER_CLASSIFIERS}, got '{name}'")
+    return name
