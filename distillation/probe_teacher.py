@@ -39,6 +39,10 @@ TEACHER_CLASSIFIERS: tuple[str, ...] = ("birdnet", "linear_probe")
 MIN_PROBABILITY = 1e-6
 
 
+class ProbeUnavailable(ConfigError):
+    """A class has no labelled training window that BirdNET has seen."""
+
+
 class ProbeTeacher:
     """Class log-probabilities (usable as teacher logits) from BirdNET embeddings."""
 
@@ -99,12 +103,12 @@ def fit_probe_teacher(cfg: DictConfig, train: SoftLabelWindowDataset, sources: d
     present = set(labels.tolist())
     absent = [name for i, name in enumerate(class_names) if i not in present]
     if absent:
-        raise ConfigError(
+        raise ProbeUnavailable(
             "distillation.teacher_classifier=linear_probe fits a classifier on BirdNET's "
             f"embedding of the labelled training windows, but none is labelled {absent}. "
-            "Use distillation.teacher_classifier=birdnet, or give each class training audio "
-            "(for no_birds: recordings with quiet stretches, or a no-birds folder that is "
-            "also in dataset.unlabelled_dirs)."
+            "Give each class training audio (for no_birds: recordings with quiet stretches, "
+            "or a no-birds folder such as ESC-50's audio/ that is also in "
+            "dataset.unlabelled_dirs and --unlabelled_dir)."
         )
     counts = np.bincount(labels, minlength=len(class_names))
     log.info("Linear-probe teacher fitted on %d labelled windows (%s)", len(labels),

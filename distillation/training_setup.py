@@ -22,7 +22,12 @@ from distillation.datasets.teacher_windows import CombinedTrainingSet, TeacherWi
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
 from distillation.losses.embedding import TeacherTargetsLoss, embedding_statistics
-from distillation.probe_teacher import ProbeTeacher, check_teacher_classifier, fit_probe_teacher
+from distillation.probe_teacher import (
+    ProbeTeacher,
+    ProbeUnavailable,
+    check_teacher_classifier,
+    fit_probe_teacher,
+)
 from distillation.soft_labels import SoftLabelStore
 from training.pretrain import PRETRAIN
 from training.trainer import LossFn
@@ -151,12 +156,22 @@ def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore
 
 
 def attach_probe_teacher(cfg: DictConfig, data: DataBundle,
-                         store: SoftLabelStore) -> ProbeTeacher:
+                         store: SoftLabelStore) -> ProbeTeacher | None:
     """Fit the linear-probe teacher; its logits replace BirdNET's on the labelled training
-    windows too (validation keeps BirdNET's: the head never sees validation windows)."""
+    windows too (validation keeps BirdNET's: the head never sees validation windows).
+
+    None, with a warning, when some class has no labelled window to fit it on: the run goes
+    on without the probe's soft term rather than stop (a probe that never saw no_birds would
+    call every window a species).
+    """
     train = data.datasets["train"]
     sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
-    probe = fit_probe_teacher(cfg, train, sources, store, data.class_names)
+    try:
+        probe = fit_probe_teacher(cfg, train, sources, store, data.class_names)
+    except ProbeUnavailable as error:
+        log.warning("%s Training goes on without it: windows without a label learn BirdNET's "
+                    "embedding only (no class term).", error)
+        return None
     seen = train.has_embedding
     if seen.any():
         train.teacher_logits[seen] = probe.logits(train.teacher_embedding[seen])
@@ -211,6 +226,8 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
             check_embedding_dim(cfg)
         store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0 or probe_teacher)
     probe = attach_probe_teacher(cfg, data, store) if probe_teacher else None
+    # Without its probe (warned above) the windows without a label get no class targets.
+    unlabelled_alpha = 0.0 if probe_teacher and probe is None else alpha
     weights = class_weights_for(cfg, data).weights
     base = build_loss(cfg.loss, class_weights=weights, n_classes=len(data.class_names),
                       alpha=alpha, temperature=temperature)
@@ -231,7 +248,7 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
                                             if store.has(k)])
         log.info("Embedding target standardised over %d files' windows", len(keys))
     return TeacherTargetsLoss(
-        None if pretrain else base, alpha=alpha, temperature=temperature,
+        None if pretrain else base, alpha=unlabelled_alpha, temperature=temperature,
         soft_target=str(cfg.loss.get("soft_target", "softmax")),
         embedding_weight=embedding_weight,
         embedding_loss=str(cfg.distillation.embedding_loss), pretrain=pretrain,

@@ -148,9 +148,13 @@ def test_default_recipe_is_embedding_distillation():
         assert cfg["distillation"]["embedding_standardize"] is True
         assert cfg["model"]["embedding_dim"] == 1024
         assert cfg["distillation"]["view_prob"] == 0  # views measured harmful
+        # Windows without a label learn the linear probe's class probabilities.
+        assert cfg["distillation"]["teacher_classifier"] == "linear_probe"
+        assert cfg["distillation"]["alpha"] > 0 and cfg["distillation"]["temperature"] == 1
     assert default["experiment_name"] == "embedding_distillation"
     # Pre-training learns the same standardised targets (the raw embedding teaches nothing).
     pretrain = job("--config-name=pretrain_config")
     assert pretrain["training"]["stage"] == "pretrain"
     assert pretrain["distillation"]["embedding_standardize"] is True
+    assert pretrain["distillation"]["teacher_classifier"] == "birdnet"  # no labels to fit
     assert demo["dataset"]["unlabelled_dirs"] == ["demo_data/unlabelled_field"]
