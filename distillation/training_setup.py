@@ -203,8 +203,9 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     all_windows = bool(cfg.distillation.all_windows) or pretrain
     extended = embedding_weight > 0 or all_windows or bool(data.unlabelled)
     if probe_teacher and pretrain:
-        raise ConfigError("distillation.teacher_classifier=linear_probe needs labelled windows; "
-                          "training.stage=pretrain has none (use birdnet)")
+        log.warning("training.stage=pretrain has no labels to fit the linear-probe teacher on "
+                    "(distillation.teacher_classifier=linear_probe): pre-training learns "
+                    "BirdNET's embedding only, with no class term")
     if str(cfg.training.monitor) == "val_embedding_cosine" and embedding_weight == 0:
         raise ConfigError("training.monitor=val_embedding_cosine needs embedding distillation: "
                           "set distillation.embedding_weight > 0 (and model.embedding_dim=1024)")
@@ -225,7 +226,7 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         if embedding_weight > 0:
             check_embedding_dim(cfg)
         store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0 or probe_teacher)
-    probe = attach_probe_teacher(cfg, data, store) if probe_teacher else None
+    probe = attach_probe_teacher(cfg, data, store) if probe_teacher and not pretrain else None
     # Without its probe (warned above) the windows without a label get no class targets.
     unlabelled_alpha = 0.0 if probe_teacher and probe is None else alpha
     weights = class_weights_for(cfg, data).weights

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from birdnet.teacher import BirdNetTeacher
-from common.errors import ConfigError
 from distillation.soft_labels import SoftLabelStore, extract_soft_labels
 from tests.conftest import write_wav
 from tests.distillation.test_teacher_targets import CLASSES, SPECIES, _clip, _config
@@ -119,10 +118,15 @@ def test_without_a_labelled_window_of_every_class_the_run_goes_on_without_the_pr
     assert teacher.probe is None and len(teacher) > 0
 
 
-def test_the_probe_teacher_is_refused_for_pretraining(corpus, tmp_path):
+def test_pretraining_has_no_labels_for_the_probe_and_learns_the_embedding_only(
+        corpus, tmp_path, caplog):
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
 
     cfg = _probe_config(corpus, tmp_path, "training.stage=pretrain")
-    with pytest.raises(ConfigError, match="pretrain"):
-        distillation_loss_factory(cfg, build_data(cfg))
+    data = build_data(cfg)
+    with caplog.at_level("WARNING"):
+        loss_fn = distillation_loss_factory(cfg, data)
+    assert "no labels to fit the linear-probe teacher" in caplog.text
+    assert loss_fn.pretrain and loss_fn.alpha == 0 and loss_fn.embedding_weight > 0
+    assert data.datasets["train"].teacher.probe is None
