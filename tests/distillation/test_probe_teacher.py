@@ -101,32 +101,32 @@ def test_the_probe_labels_every_window_without_a_label(corpus, tmp_path):
     assert data.class_names == [*CLASSES, "no_birds"]
 
 
-def test_without_a_labelled_window_of_every_class_the_run_goes_on_without_the_probe(
-        corpus, tmp_path, caplog):
+def _without_the_probe(corpus: Path, tmp: Path, caplog, *extra: str, warning: str):
+    """Build a run whose probe cannot be fitted: it warns, and trains the embedding only."""
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
 
-    # Without ESC-50 (and 3 s recordings have no quiet stretch), nothing is labelled no_birds:
-    # a probe fitted on the species alone would call every window a species.
-    cfg = _probe_config(corpus, tmp_path, "dataset.esc50_no_bird_ratio=0")
+    cfg = _probe_config(corpus, tmp, *extra)
     data = build_data(cfg)
     with caplog.at_level("WARNING"):
         loss_fn = distillation_loss_factory(cfg, data)
-    assert "none is labelled ['no_birds']" in caplog.text
+    assert warning in caplog.text
     assert loss_fn.alpha == 0 and loss_fn.embedding_weight > 0
     teacher = data.datasets["train"].teacher
     assert teacher.probe is None and len(teacher) > 0
+    return loss_fn
+
+
+def test_without_a_labelled_window_of_every_class_the_run_goes_on_without_the_probe(
+        corpus, tmp_path, caplog):
+    # Without ESC-50 (and 3 s recordings have no quiet stretch), nothing is labelled no_birds:
+    # a probe fitted on the species alone would call every window a species.
+    _without_the_probe(corpus, tmp_path, caplog, "dataset.esc50_no_bird_ratio=0",
+                       warning="none is labelled ['no_birds']")
 
 
 def test_pretraining_has_no_labels_for_the_probe_and_learns_the_embedding_only(
         corpus, tmp_path, caplog):
-    from datasets.dataset_factory import build_data
-    from distillation.training_setup import distillation_loss_factory
-
-    cfg = _probe_config(corpus, tmp_path, "training.stage=pretrain")
-    data = build_data(cfg)
-    with caplog.at_level("WARNING"):
-        loss_fn = distillation_loss_factory(cfg, data)
-    assert "no labels to fit the linear-probe teacher" in caplog.text
-    assert loss_fn.pretrain and loss_fn.alpha == 0 and loss_fn.embedding_weight > 0
-    assert data.datasets["train"].teacher.probe is None
+    loss_fn = _without_the_probe(corpus, tmp_path, caplog, "training.stage=pretrain",
+                                 warning="no labels to fit the linear-probe teacher")
+    assert loss_fn.pretrain
