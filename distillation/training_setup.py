@@ -58,7 +58,8 @@ def attach_soft_labels(cfg: DictConfig, data: DataBundle,
     ``embeddings``, BirdNET's embedding)."""
     store = SoftLabelStore(cfg.dataset.soft_labels_path)
     if embeddings:
-        store.require("embedding", "distillation.embedding_weight > 0")
+        store.require("embedding", "distillation.embedding_weight > 0 (or "
+                      "distillation.teacher_classifier=linear_probe)")
     sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
     for split, dataset in list(data.datasets.items()):
         data.datasets[split] = SoftLabelWindowDataset(
