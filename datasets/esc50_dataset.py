@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 # The source name is kept as a literal here (and checked against no_birds.ESC50 in the tests)
 # so that fetching ESC-50 does not have to import torch.
-NO_BIRDS_LABEL = NO_BIRDS
 ESC50_SOURCE = "esc50"
 
 # Bird categories are never no_birds material, whatever the configuration says: training
@@ -174,7 +173,7 @@ def no_bird_clips(
     for filename in rows["filename"]:
         rel = f"{AUDIO_SUBDIR}/{filename}"
         if (esc50_dir / rel).is_file():
-            clips.append(SourceFile(rel, NO_BIRDS_LABEL, ESC50_SOURCE))
+            clips.append(SourceFile(rel, NO_BIRDS, ESC50_SOURCE))
             continue
         missing += 1
         if skipped is not None:

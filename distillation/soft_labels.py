@@ -85,8 +85,6 @@ from distillation.window_labeller import (
 
 log = logging.getLogger(__name__)
 
-NO_BIRDS_CLASS = NO_BIRDS
-
 
 class ExtractionError(ValueError):
     """A problem with the user's request that stops extraction; the message says what to do."""
@@ -210,11 +208,11 @@ def collect_tasks(
         sources = []  # an error below only if the no-birds folder has nothing either
     roots = {"bird": Path(bird_dir)}
     if no_birds_dir is not None and Path(no_birds_dir).is_dir():
-        roots[NO_BIRDS_CLASS] = Path(no_birds_dir)
+        roots[NO_BIRDS] = Path(no_birds_dir)
         found = scan_audio_tree(no_birds_dir, lambda path, reason: skipped.append(
             SkippedFile(str(path), reason, "scan")))
         sources += [
-            SourceFile(p.relative_to(no_birds_dir).as_posix(), NO_BIRDS_CLASS, NO_BIRDS_CLASS)
+            SourceFile(p.relative_to(no_birds_dir).as_posix(), NO_BIRDS, NO_BIRDS)
             for p in found
         ]
         log.info("Labelling %d pre-generated no-birds samples from %s", len(found), no_birds_dir)
@@ -551,7 +549,7 @@ def _write_metadata(
         "hop": settings["hop"],
         "species_order": [s["folder"] for s in base["species"]],
         "species": base["species"],
-        "no_birds_class": NO_BIRDS_CLASS,
+        "no_birds_class": NO_BIRDS,
         "no_birds_key_prefix": NO_BIRDS_KEY_PREFIX,
         "no_birds_signal": {
             "definition": NO_BIRDS_SIGNAL_DEFINITION,
@@ -705,7 +703,7 @@ class SoftLabelStore:
         if names not in self._columns:
             columns = []
             for name in names:
-                if name == NO_BIRDS_CLASS:
+                if name == NO_BIRDS:
                     columns.append(-1)
                     continue
                 try:

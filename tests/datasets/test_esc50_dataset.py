@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from common.classes import NO_BIRDS
 from common.skipped_files import SkippedFile
 from datasets.esc50_dataset import (
     BIRD_CATEGORIES,
@@ -27,7 +28,6 @@ from datasets.esc50_dataset import (
     ESC50_GROUP_REGEX,
     ESC50_SOURCE,
     ESC50_URL,
-    NO_BIRDS_LABEL,
     ensure_esc50,
     esc50_group,
     esc50_split_manifest,
@@ -159,7 +159,7 @@ def test_default_is_every_non_bird_category(shared_esc50_dir: Path) -> None:
     assert categories == set(meta["category"]) - set(BIRD_CATEGORIES)
     assert len(categories) == 46
     assert skipped == []
-    assert all(c.label == NO_BIRDS_LABEL and c.source == ESC50_SOURCE for c in clips)
+    assert all(c.label == NO_BIRDS and c.source == ESC50_SOURCE for c in clips)
     assert all(c.path.startswith("audio/") and (shared_esc50_dir / c.path).is_file()
                for c in clips)
     assert len(clips) == (~meta["category"].isin(BIRD_CATEGORIES)).sum()
@@ -203,7 +203,7 @@ def test_splits_follow_src_file_and_are_deterministic(shared_esc50_dir: Path) ->
     assert (manifest.groupby("src_file")["split"].nunique() == 1).all()
     assert manifest["src_file"].duplicated().any()  # the subset does hold multi-clip sources
     assert set(manifest["split"]) == set(SPLITS)
-    assert (manifest["label"] == NO_BIRDS_LABEL).all()
+    assert (manifest["label"] == NO_BIRDS).all()
 
     again = esc50_split_manifest(list(reversed(clips)), (0.7, 0.15, 0.15), seed=3)
     pd.testing.assert_frame_equal(manifest.drop(columns="src_file"), again)
@@ -218,10 +218,9 @@ def test_group_regex_matches_group_of(shared_esc50_dir: Path) -> None:
 
 
 def test_shared_names_match_project_constants() -> None:
-    from datasets.bird_dataset import NO_BIRDS
     from datasets.no_birds import ESC50
 
-    assert NO_BIRDS_LABEL == NO_BIRDS and ESC50_SOURCE == ESC50
+    assert ESC50_SOURCE == ESC50
 
 
 # --- metadata checks and missing files on small folders -------------------------------------
