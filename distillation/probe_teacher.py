@@ -26,8 +26,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from birdnet.embedding_head import class_probabilities, fit_linear_head
+from birdnet.teacher import EMBEDDING_DIM
 from common.errors import ConfigError
+from datasets.bird_dataset import PreparedRecording
 from datasets.manifest_files import source_file, source_roots
+from datasets.no_birds import ESC50
 from datasets.unlabelled import unlabelled_key, unlabelled_roots
 from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
 from distillation.soft_labels import SoftLabelStore
@@ -96,10 +99,42 @@ def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources:
     return np.asarray(rows, np.float32), np.asarray(labels, int)
 
 
+def no_birds_embeddings(cfg: DictConfig, recordings: Sequence[PreparedRecording],
+                        store: SoftLabelStore, clip_s: float) -> np.ndarray:
+    """BirdNET's embedding of every no-bird window of the training split.
+
+    The student's own no_birds windows are a sample as large as an average species (a few
+    windows in a few-shot run); the probe that labels the whole pool needs the broader
+    picture: every quiet stretch of the training recordings and every window of the
+    training split's no-bird clips (ESC-50) whose embedding is stored.
+    """
+    roots = source_roots(cfg.dataset)
+    pool_roots = unlabelled_roots(cfg.dataset.get("unlabelled_dirs") or [])
+    rows: list[np.ndarray] = []
+    for rec in recordings:
+        if rec.split != "train":
+            continue
+        if rec.source == "bird":
+            if rec.quiet_starts and store.has(rec.path):
+                rows.extend(store.embedding_for(rec.path, s, clip_s) for s in rec.quiet_starts)
+        elif rec.source == ESC50 and pool_roots and rec.source in roots:
+            key = alias_key(source_file(roots, rec.source, rec.path), pool_roots)
+            if key is not None and store.has(key):
+                rows.extend(store.record(key)["embedding"].astype(np.float32))
+    return np.asarray(rows, np.float32).reshape(-1, EMBEDDING_DIM)
+
+
 def fit_probe_teacher(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
-                      store: SoftLabelStore, class_names: Sequence[str]) -> ProbeTeacher:
-    """The linear head on BirdNET's embedding of the training split's labelled windows."""
+                      store: SoftLabelStore, class_names: Sequence[str],
+                      recordings: Sequence[PreparedRecording] = ()) -> ProbeTeacher:
+    """The linear head on BirdNET's embedding of the training split's labelled windows, and
+    of every no-bird window of its recordings and clips."""
     embeddings, labels = labelled_embeddings(cfg, train, sources, store)
+    clip_s = train.base.clip_samples / train.base.sample_rate
+    extra = no_birds_embeddings(cfg, recordings, store, clip_s)
+    if len(extra):
+        embeddings = np.concatenate([embeddings, extra])
+        labels = np.concatenate([labels, np.full(len(extra), len(class_names) - 1)])
     present = set(labels.tolist())
     absent = [name for i, name in enumerate(class_names) if i not in present]
     if absent:

@@ -168,7 +168,8 @@ def attach_probe_teacher(cfg: DictConfig, data: DataBundle,
     train = data.datasets["train"]
     sources = dict(zip(data.manifest["path"], data.manifest["source"], strict=True))
     try:
-        probe = fit_probe_teacher(cfg, train, sources, store, data.class_names)
+        probe = fit_probe_teacher(cfg, train, sources, store, data.class_names,
+                                  data.recordings)
     except ProbeUnavailable as error:
         log.warning("%s Training goes on without it: windows without a label learn BirdNET's "
                     "embedding only (no class term).", error)

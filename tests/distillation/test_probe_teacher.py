@@ -130,3 +130,36 @@ def test_pretraining_has_no_labels_for_the_probe_and_learns_the_embedding_only(
     loss_fn = _without_the_probe(corpus, tmp_path, caplog, "training.stage=pretrain",
                                  warning="no labels to fit the linear-probe teacher")
     assert loss_fn.pretrain
+
+
+def test_the_probe_learns_no_birds_from_every_no_bird_window_of_the_training_split(
+        corpus, tmp_path, caplog):
+    from datasets.dataset_factory import build_data
+    from datasets.unlabelled import unlabelled_roots
+    from distillation.probe_teacher import alias_key, no_birds_embeddings
+    from distillation.training_setup import distillation_loss_factory
+
+    cfg = _probe_config(corpus, tmp_path)
+    data = build_data(cfg)
+    store = SoftLabelStore(corpus / "soft_labels")
+    roots = unlabelled_roots(cfg.dataset.unlabelled_dirs)
+    clips = {split: [store.record(alias_key(corpus / "esc50" / r.path, roots))["embedding"]
+                     for r in data.recordings if r.source == "esc50" and r.split == split]
+             for split in ("train", "val", "test")}
+    assert all(clips.values())
+    no_birds = len(data.class_names) - 1
+    sampled = sum(e.label == no_birds for e in data.datasets["train"].examples)
+    rows = no_birds_embeddings(cfg, data.recordings, store,
+                               float(cfg.dataset.clip_duration))
+    # Every window of every training clip (these recordings have no quiet stretch), far more
+    # than the student's own no_birds sample...
+    np.testing.assert_array_equal(rows, np.concatenate(clips["train"]).astype(np.float32))
+    assert len(rows) > sampled
+    # ...and nothing from a validation or test clip.
+    held_out = {r.tobytes() for r in np.concatenate(clips["val"] + clips["test"]).astype(
+        np.float32)}
+    assert not any(r.tobytes() in held_out for r in rows)
+    # The fit uses them beside the student's sampled no_birds windows.
+    with caplog.at_level("INFO"):
+        distillation_loss_factory(cfg, data)
+    assert f"no_birds {sampled + len(rows)})" in caplog.text
