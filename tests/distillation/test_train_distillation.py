@@ -151,6 +151,7 @@ def test_default_recipe_is_embedding_distillation():
         # Windows without a label learn the linear probe's class probabilities.
         assert cfg["distillation"]["teacher_classifier"] == "linear_probe"
         assert cfg["distillation"]["alpha"] > 0 and cfg["distillation"]["temperature"] == 1
+        assert cfg["dataset"]["augmentation"]["mixup_alpha"] > 0
     assert default["experiment_name"] == "embedding_distillation"
     # Pre-training learns the same standardised targets (the raw embedding teaches nothing).
     pretrain = job("--config-name=pretrain_config")
