@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,20 @@ def unlabelled_roots(dirs: Iterable[str | Path]) -> dict[str, Path]:
 
 def unlabelled_key(root_name: str, relative: str) -> str:
     return f"{UNLABELLED_KEY_PREFIX}{root_name}/{relative}"
+
+
+def unlabelled_key_of(file: Path, roots: Mapping[str, Path]) -> str | None:
+    """The unlabelled-record key of ``file`` when it lies in one of the unlabelled folders
+    (``roots`` from :func:`unlabelled_roots`), else None. A labelled file that is also in an
+    unlabelled folder (ESC-50's clips) finds its teacher record this way; the inverse,
+    an unlabelled file in the species folders, is
+    ``distillation.training_setup.labelled_record_keys``."""
+    resolved = file.resolve()
+    for name, root in roots.items():
+        root = Path(root).resolve()
+        if resolved.is_relative_to(root):
+            return unlabelled_key(name, resolved.relative_to(root).as_posix())
+    return None
 
 
 def scan_unlabelled(dirs: Iterable[str | Path], skipped: list[SkippedFile] | None = None

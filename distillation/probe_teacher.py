@@ -19,8 +19,7 @@ folder is also one of the unlabelled folders, whose records hold their embedding
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 from omegaconf import DictConfig
@@ -31,7 +30,7 @@ from common.errors import ConfigError
 from datasets.bird_dataset import PreparedRecording
 from datasets.manifest_files import source_file, source_roots
 from datasets.no_birds import ESC50
-from datasets.unlabelled import unlabelled_key, unlabelled_roots
+from datasets.unlabelled import unlabelled_key_of, unlabelled_roots
 from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
 from distillation.soft_labels import SoftLabelStore
 
@@ -61,16 +60,6 @@ class ProbeTeacher:
         return np.log(np.maximum(probs, MIN_PROBABILITY)).astype(np.float32)
 
 
-def alias_key(file: Path, roots: Mapping[str, Path]) -> str | None:
-    """The unlabelled-record key of ``file`` when it lies in one of the unlabelled folders."""
-    resolved = file.resolve()
-    for name, root in roots.items():
-        root = Path(root).resolve()
-        if resolved.is_relative_to(root):
-            return unlabelled_key(name, resolved.relative_to(root).as_posix())
-    return None
-
-
 def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
                         store: SoftLabelStore) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of the training split's labelled windows that BirdNET has seen.
@@ -89,7 +78,7 @@ def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources:
             source = sources.get(example.path, "bird")
             if source not in roots or not pool_roots:
                 continue
-            key = alias_key(source_file(roots, source, example.path), pool_roots)
+            key = unlabelled_key_of(source_file(roots, source, example.path), pool_roots)
             if key is None or not store.has(key):
                 continue
             rows.append(store.embedding_for(key, example.start_s, clip_s))
@@ -118,7 +107,7 @@ def no_birds_embeddings(cfg: DictConfig, recordings: Sequence[PreparedRecording]
             if rec.quiet_starts and store.has(rec.path):
                 rows.extend(store.embedding_for(rec.path, s, clip_s) for s in rec.quiet_starts)
         elif rec.source == ESC50 and pool_roots and rec.source in roots:
-            key = alias_key(source_file(roots, rec.source, rec.path), pool_roots)
+            key = unlabelled_key_of(source_file(roots, rec.source, rec.path), pool_roots)
             if key is not None and store.has(key):
                 rows.extend(store.record(key)["embedding"].astype(np.float32))
     return np.asarray(rows, np.float32).reshape(-1, EMBEDDING_DIM)

@@ -135,15 +135,15 @@ def test_pretraining_has_no_labels_for_the_probe_and_learns_the_embedding_only(
 def test_the_probe_learns_no_birds_from_every_no_bird_window_of_the_training_split(
         corpus, tmp_path, caplog):
     from datasets.dataset_factory import build_data
-    from datasets.unlabelled import unlabelled_roots
-    from distillation.probe_teacher import alias_key, no_birds_embeddings
+    from datasets.unlabelled import unlabelled_key_of, unlabelled_roots
+    from distillation.probe_teacher import no_birds_embeddings
     from distillation.training_setup import distillation_loss_factory
 
     cfg = _probe_config(corpus, tmp_path)
     data = build_data(cfg)
     store = SoftLabelStore(corpus / "soft_labels")
     roots = unlabelled_roots(cfg.dataset.unlabelled_dirs)
-    clips = {split: [store.record(alias_key(corpus / "esc50" / r.path, roots))["embedding"]
+    clips = {split: [store.record(unlabelled_key_of(corpus / "esc50" / r.path, roots))["embedding"]
                      for r in data.recordings if r.source == "esc50" and r.split == split]
              for split in ("train", "val", "test")}
     assert all(clips.values())
