@@ -19,7 +19,8 @@ folder is also one of the unlabelled folders, whose records hold their embedding
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
@@ -31,7 +32,7 @@ from datasets.bird_dataset import PreparedRecording
 from datasets.manifest_files import source_file, source_roots
 from datasets.no_birds import ESC50
 from datasets.unlabelled import unlabelled_key_of, unlabelled_roots
-from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset
+from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset, soft_label_key
 from distillation.soft_labels import SoftLabelStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,16 @@ class ProbeTeacher:
         return np.log(np.maximum(probs, MIN_PROBABILITY)).astype(np.float32)
 
 
+def pool_record_key(roots: Mapping[str, Path], pool_roots: Mapping[str, Path], source: str,
+                    path: str, store: SoftLabelStore) -> str | None:
+    """The stored unlabelled record of a manifest file extraction never labels as such (an
+    ESC-50 clip), when its folder is also an unlabelled folder; else None."""
+    if source not in roots or not pool_roots:
+        return None
+    key = unlabelled_key_of(source_file(roots, source, path), pool_roots)
+    return key if key is not None and store.has(key) else None
+
+
 def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
                         store: SoftLabelStore) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, labels) of the training split's labelled windows that BirdNET has seen.
@@ -75,11 +86,9 @@ def labelled_embeddings(cfg: DictConfig, train: SoftLabelWindowDataset, sources:
         if train.has_embedding[i]:
             rows.append(train.teacher_embedding[i])
         else:
-            source = sources.get(example.path, "bird")
-            if source not in roots or not pool_roots:
-                continue
-            key = unlabelled_key_of(source_file(roots, source, example.path), pool_roots)
-            if key is None or not store.has(key):
+            key = pool_record_key(roots, pool_roots, sources.get(example.path, "bird"),
+                                  example.path, store)
+            if key is None:
                 continue
             rows.append(store.embedding_for(key, example.start_s, clip_s))
         labels.append(example.label)
@@ -103,12 +112,13 @@ def no_birds_embeddings(cfg: DictConfig, recordings: Sequence[PreparedRecording]
     for rec in recordings:
         if rec.split != "train":
             continue
+        key = soft_label_key(rec.source, rec.path)
         if rec.source == "bird":
-            if rec.quiet_starts and store.has(rec.path):
-                rows.extend(store.embedding_for(rec.path, s, clip_s) for s in rec.quiet_starts)
-        elif rec.source == ESC50 and pool_roots and rec.source in roots:
-            key = unlabelled_key_of(source_file(roots, rec.source, rec.path), pool_roots)
-            if key is not None and store.has(key):
+            if rec.quiet_starts and key is not None and store.has(key):
+                rows.extend(store.embedding_for(key, s, clip_s) for s in rec.quiet_starts)
+        elif rec.source == ESC50:
+            key = pool_record_key(roots, pool_roots, rec.source, rec.path, store)
+            if key is not None:
                 rows.extend(store.record(key)["embedding"].astype(np.float32))
     return np.asarray(rows, np.float32).reshape(-1, EMBEDDING_DIM)
 
