@@ -82,6 +82,7 @@ class TeacherWindowDataset(Dataset):
         # Usable views per item: index into the file's view record.
         self.view_prob = float(view_prob) if store.view_info else 0.0
         self._views: dict[str, dict[str, np.ndarray]] = {}
+        self._view_probe_logits: dict[str, np.ndarray] = {}
         self._usable: dict[tuple[str, int], np.ndarray] = {}
         if self.view_prob > 0:
             self._index_views(sorted({item.key for item in self.items}))
@@ -93,6 +94,8 @@ class TeacherWindowDataset(Dataset):
             if views is None:
                 continue
             self._views[key] = views
+            if self.probe is not None:  # once per file, like the plain windows' probe logits
+                self._view_probe_logits[key] = self.probe(views["embedding"])
             ok = np.asarray([
                 (not p or p in self.cache_keys) and (not b or b in self.cache_keys)
                 for p, b in zip(views["partner_key"], views["background_key"], strict=True)
@@ -119,8 +122,6 @@ class TeacherWindowDataset(Dataset):
                  probe_logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if probe_logits is not None:
             logits = probe_logits[row]
-        elif self.probe is not None:
-            logits = self.probe(arrays["embedding"][row:row + 1])[0]
         else:
             columns = self.store.class_columns(self.class_names)
             logits = np.where(columns >= 0,
@@ -138,7 +139,8 @@ class TeacherWindowDataset(Dataset):
             view = int(usable[int(torch.randint(len(usable), ()).item())])
             audio = mix_view(self._audio_of, self.cache.sample_rate, self.clip_duration,
                              item.key, views, view)
-            logits, embedding = self._targets(views, view)
+            logits, embedding = self._targets(views, view,
+                                              self._view_probe_logits.get(item.key))
         else:
             start = float(self.store.windows(item.key)[0][item.row])
             audio = cut_window(self._audio_of(item.key), self.cache.sample_rate,

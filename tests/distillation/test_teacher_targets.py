@@ -385,3 +385,29 @@ def test_views_are_drawn_at_training_time_with_their_own_teacher_targets(extract
         np.testing.assert_allclose(item["audio"].numpy(), expected)
         assert not np.allclose(item["audio"].numpy(), plain["audio"].numpy())
         assert item["label"] == -1 and plain["label"] == -1
+
+
+def test_a_drawn_view_takes_the_probes_scores_on_the_mixed_audio(extracted, corpus, tmp_path):
+    from datasets.dataset_factory import build_data
+    from distillation.datasets.teacher_windows import TeacherWindowDataset
+    from distillation.training_setup import training_side_audio
+
+    cfg = _config(corpus, extracted, tmp_path, f"dataset.unlabelled_dirs=[{corpus / 'field'}]")
+    data = build_data(cfg)
+    sides = training_side_audio(data)
+    calls = []
+
+    def probe(embeddings: np.ndarray) -> np.ndarray:
+        calls.append(len(embeddings))
+        return np.asarray(embeddings, np.float32)[:, :3] * 2.0
+
+    views = TeacherWindowDataset(sorted(sides), sides, SoftLabelStore(extracted), data.cache,
+                                 data.class_names, 3.0, embeddings=True, view_prob=1.0,
+                                 probe=probe)
+    at_init = len(calls)
+    (key, row), usable = next(iter(views._usable.items()))
+    index = next(i for i, item in enumerate(views.items) if (item.key, item.row) == (key, row))
+    view = int(usable[0])
+    expected = read_views(extracted, key)["embedding"][view].astype(np.float32)[:3] * 2.0
+    np.testing.assert_allclose(views[index]["teacher_logits"].numpy(), expected, rtol=1e-6)
+    assert len(calls) == at_init  # scored once per file when built, not once per item
