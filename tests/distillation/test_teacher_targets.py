@@ -353,16 +353,22 @@ def test_the_exported_model_leaves_the_projection_head_out(tmp_path):
     assert b"projection" not in onnx_bytes  # ...and the ~100k projection weights are absent
 
 
-def test_views_are_drawn_at_training_time_with_their_own_teacher_targets(extracted, corpus,
-                                                                         tmp_path):
+def _training_side(corpus: Path, extracted: Path, tmp_path: Path):
+    """The run's data with the corpus' field folder as its pool, and its training-side audio."""
     from datasets.dataset_factory import build_data
-    from distillation.datasets.teacher_windows import TeacherWindowDataset
     from distillation.training_setup import training_side_audio
 
     cfg = _config(corpus, extracted, tmp_path, f"dataset.unlabelled_dirs=[{corpus / 'field'}]")
     data = build_data(cfg)
+    return data, training_side_audio(data)
+
+
+def test_views_are_drawn_at_training_time_with_their_own_teacher_targets(extracted, corpus,
+                                                                         tmp_path):
+    from distillation.datasets.teacher_windows import TeacherWindowDataset
+
+    data, sides = _training_side(corpus, extracted, tmp_path)
     store = SoftLabelStore(extracted)
-    sides = training_side_audio(data)
     common = dict(store=store, cache=data.cache, class_names=data.class_names,
                   clip_duration=3.0, embeddings=True)
     always = TeacherWindowDataset(sorted(sides), sides, view_prob=1.0, **common)
@@ -388,13 +394,9 @@ def test_views_are_drawn_at_training_time_with_their_own_teacher_targets(extract
 
 
 def test_a_drawn_view_takes_the_probes_scores_on_the_mixed_audio(extracted, corpus, tmp_path):
-    from datasets.dataset_factory import build_data
     from distillation.datasets.teacher_windows import TeacherWindowDataset
-    from distillation.training_setup import training_side_audio
 
-    cfg = _config(corpus, extracted, tmp_path, f"dataset.unlabelled_dirs=[{corpus / 'field'}]")
-    data = build_data(cfg)
-    sides = training_side_audio(data)
+    data, sides = _training_side(corpus, extracted, tmp_path)
     calls = []
 
     def probe(embeddings: np.ndarray) -> np.ndarray:
