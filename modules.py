@@ -253,14 +253,21 @@ class LogLinearFilterbankFrontend(nn.Module):
 
 
 class ExponentialSmoother(nn.Module):
-    """First-order IIR ``M[t] = (1 - s) M[t-1] + s E[t]`` as a causal depthwise conv1d.
+    """First-order IIR ``M[t] = (1 - s) M[t-1] + s E[t]``, truncated and vectorised.
 
-    WHY a convolution: a Python loop over frames unrolls into hundreds of ONNX nodes and an
-    ONNX ``Scan``/``Loop`` is poorly supported by edge runtimes, while ``Conv`` is supported
-    everywhere and is vectorised. The IIR impulse response ``s (1 - s)^k`` is truncated where it
-    has decayed below ``tolerance`` and renormalised to sum to 1, so a constant input gives the
-    same constant out. The state before the first frame is taken to be the first frame itself
-    (edge padding), like librosa's PCEN, so the clip start is not a fake onset.
+    The IIR impulse response ``s (1 - s)^k`` is truncated where it has decayed below
+    ``tolerance`` (``length`` taps) and renormalised to sum to 1, so a constant input gives the
+    same constant out. The state before the first frame is the first frame itself (edge
+    padding), like librosa's PCEN, so the clip start is not a fake onset.
+
+    WHY not a loop or a convolution: a Python loop over frames unrolls into hundreds of ONNX
+    nodes (and ``Scan``/``Loop`` are poorly supported by edge runtimes), and the equivalent
+    depthwise convolution costs ``length`` (~270) multiply-adds per output, which made the
+    PCEN front-end cost more than the rest of the student. Instead the filter is built by
+    doubling: ``y_{j+1}[t] = y_j[t] + (1 - s)^(2^j) y_j[t - 2^j]`` covers twice the taps of
+    ``y_j``, and the blocks named by the binary digits of ``length`` are summed at their
+    offsets. That is ~2 log2(length) shifted multiply-adds per output (Pad, Slice, Mul, Add
+    in ONNX), and exactly the same truncated filter as the convolution.
     """
 
     def __init__(
@@ -270,18 +277,35 @@ class ExponentialSmoother(nn.Module):
         if not 0.0 < smooth_coef <= 1.0:
             raise ValueError(f"smooth_coef must be in (0, 1], got {smooth_coef}")
         length = 1 if smooth_coef == 1.0 else math.log(tolerance) / math.log(1.0 - smooth_coef)
-        length = max(1, math.ceil(length))
-        taps = smooth_coef * (1.0 - smooth_coef) ** torch.arange(length, dtype=torch.float64)
-        # conv1d is a correlation: flip so the newest frame meets the k = 0 tap.
-        kernel = (taps / taps.sum()).flip(0).to(torch.float32)
-        kernel = kernel.view(1, 1, length).repeat(n_channels, 1, 1)
-        self.register_buffer("kernel", kernel, persistent=False)
-        self.length = length
+        self.length = max(1, math.ceil(length))
         self.n_channels = n_channels
+        self.smooth_coef = smooth_coef
+        decay = 1.0 - smooth_coef
+        # Renormalise the truncated response so its taps sum to 1.
+        self.scale = smooth_coef / (1.0 - decay**self.length) if decay > 0.0 else 1.0
+
+    @staticmethod
+    def _delay(x: torch.Tensor, frames: int) -> torch.Tensor:
+        """``x[t - frames]``, with the first frame standing in before the clip start."""
+        return F.pad(x, (frames, 0), mode="replicate")[..., : -frames or None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(x, (self.length - 1, 0), mode="replicate")
-        return F.conv1d(padded, self.kernel, groups=self.n_channels)
+        decay = 1.0 - self.smooth_coef
+        block = x * self.scale  # y_0: one tap
+        span = 1  # taps in ``block``
+        total: torch.Tensor | None = None
+        offset = 0  # taps already in ``total``
+        remaining = self.length
+        while remaining:
+            if remaining & 1:
+                part = block if offset == 0 else decay**offset * self._delay(block, offset)
+                total = part if total is None else total + part
+                offset += span
+            remaining >>= 1
+            if remaining:
+                block = block + decay**span * self._delay(block, span)
+                span *= 2
+        return total
 
 
 class PCEN(nn.Module):

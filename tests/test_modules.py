@@ -149,6 +149,22 @@ def test_smoother_matches_iir_recursion() -> None:
     torch.testing.assert_close(ExponentialSmoother(2, s)(constant), constant)
 
 
+@pytest.mark.parametrize("smooth_coef", [0.025, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("frames", [1, 7, 151, 400])
+def test_smoother_equals_truncated_renormalised_filter(smooth_coef: float, frames: int) -> None:
+    # The doubling scheme must be exactly the truncated FIR it replaces, clips shorter than
+    # the filter included (edge padding stands in for the frames before the clip).
+    smoother = ExponentialSmoother(4, smooth_coef)
+    taps = smooth_coef * (1 - smooth_coef) ** torch.arange(smoother.length, dtype=torch.float64)
+    taps = taps / taps.sum()
+    energy = torch.rand(2, 4, frames, dtype=torch.float64) * 10
+    padded = torch.cat([energy[..., :1].expand(2, 4, smoother.length - 1), energy], dim=-1)
+    expected = torch.stack(
+        [padded[..., t : t + smoother.length] @ taps.flip(0) for t in range(frames)], dim=-1
+    )
+    torch.testing.assert_close(smoother(energy), expected, rtol=1e-9, atol=1e-9)
+
+
 def test_instance_standardize_removes_gain() -> None:
     features = torch.randn(2, 64, 100)
     norm = InstanceStandardize()
