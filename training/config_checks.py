@@ -80,6 +80,8 @@ def _check_numbers(check: _Checker) -> None:
     check.number("training.min_delta", low=0)
     check.number("training.min_lr", low=0)
     check.number("training.grad_clip", low=0, optional=True)
+    check.number("training.ema_decay", low=0, high=0.9999, optional=True,
+                 hint="; 0 turns the weight average off")
     check.number("training.checkpoint_every", whole=True, low=0, optional=True)
     check.number("training.num_threads", whole=True, low=1, optional=True)
     check.choice("training.monitor", MONITORS)

@@ -41,6 +41,7 @@ from training.plots import plot_confusion_matrix, plot_training_history
 from training.pretrain import check_stage, load_pretrained
 from training.resume_state import capture_rng_state, continue_log_in, restore_rng_state
 from training.trainer import FitState, LossFn, Trainer, monitor_score
+from training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,8 @@ def run_training(
     scheduler = build_scheduler(cfg, optimizer)
     mixup = float(augment.mixup_alpha) if augment.enabled else 0.0
     trainer = Trainer(model, loss_fn, optimizer, scheduler, device, cfg.training.grad_clip, mixup,
-                      env=env, amp=bool(cfg.training.amp))
+                      env=env, amp=bool(cfg.training.amp),
+                      ema_decay=float(cfg.training.get("ema_decay") or 0.0))
     loaders = make_loaders(cfg, data, env)
 
     state = FitState()
@@ -266,6 +268,11 @@ def run_training(
         if scheduler is not None and saved.get("scheduler_state"):
             scheduler.load_state_dict(saved["scheduler_state"])
         state = FitState(**saved["fit_state"])
+        if trainer.average is not None:
+            if saved.get("weight_average"):
+                trainer.average.load_state_dict(saved["weight_average"])
+            else:  # the interrupted run kept no average: start one from its weights
+                trainer.average = WeightAverage(trainer.core, trainer.average.decay)
         restore_rng_state(saved, loaders["train"].generator)
         log.info("Resumed after epoch %d (best %s at epoch %d)",
                  state.epoch, cfg.training.monitor, state.best_epoch)
@@ -280,7 +287,7 @@ def run_training(
         if not env.is_main:
             return  # only rank 0 writes
         save_checkpoint(
-            path, model, model_name=model_name, model_kwargs=arguments,
+            path, trainer.eval_model, model_name=model_name, model_kwargs=arguments,
             class_names=data.class_names, audio=audio, metrics=metrics, config=config_dict,
             split_manifest=manifest_records, epoch=epoch,
         )
@@ -330,27 +337,29 @@ def run_training(
             periodic = run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
             save_model(periodic, epoch, {"val": val_metrics})
         if env.is_main:
-            _save_state(run_dir, model, optimizer, scheduler, state, data.class_names,
-                        completed=False, extra=run_identity)
+            _save_state(run_dir, trainer, state, data.class_names, completed=False,
+                        extra=run_identity)
     if state.bad_epochs >= patience > 0:
         log.info("Early stopping: no %s improvement for %d epochs", monitor, patience)
 
     results = _finish(cfg, run_dir, data, trainer, loaders, state, summary, save_model, env)
     if env.is_main:
-        _save_state(run_dir, model, optimizer, scheduler, state, data.class_names, completed=True,
+        _save_state(run_dir, trainer, state, data.class_names, completed=True,
                     extra=run_identity)
     cleanup(env)
     return results
 
 
-def _save_state(run_dir: Path, model, optimizer, scheduler, state: FitState,
-                class_names: list[str], completed: bool, extra: dict) -> None:
+def _save_state(run_dir: Path, trainer: Trainer, state: FitState, class_names: list[str],
+                completed: bool, extra: dict) -> None:
+    scheduler, average = trainer.scheduler, trainer.average
     _atomic_torch_save(
         {
             "class_names": class_names,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
+            "model_state": trainer.core.state_dict(),
+            "optimizer_state": trainer.optimizer.state_dict(),
             "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "weight_average": average.state_dict() if average is not None else None,
             "fit_state": asdict(state),
             "completed": completed,
             "model_name": extra["model_name"],
@@ -375,7 +384,7 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
         save_model(best_path, state.epoch, {})
     barrier(env)  # rank 0 has written the best checkpoint
     best_model, checkpoint = load_checkpoint(best_path)
-    trainer.core.load_state_dict(best_model.state_dict())
+    trainer.eval_model.load_state_dict(best_model.state_dict())
     test = trainer.evaluate(loaders["test"])
     test_metrics = classification_metrics(test.y_true, test.y_pred, data.class_names)
     val = trainer.evaluate(loaders["val"])

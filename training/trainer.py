@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from datasets.augmentation import mixup_batch
 from training.distributed import DistEnv, gather_by_index, max_across_ranks, sum_across_ranks
+from training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Trainer:
         mixup_alpha: float = 0.0,
         env: DistEnv | None = None,
         amp: bool = False,
+        ema_decay: float = 0.0,
     ):
         self.env = env or DistEnv()
         self.core = model.to(device)  # the plain model: saving, summaries, state dicts
@@ -90,6 +92,13 @@ class Trainer:
         self.device = device
         self.grad_clip = grad_clip
         self.mixup_alpha = mixup_alpha
+        # Validation, test and checkpoints use the weight average when there is one.
+        self.average = WeightAverage(self.core, ema_decay) if ema_decay > 0 else None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, tested and saved: the average, if kept."""
+        return self.average.model if self.average is not None else self.core
 
     def _to_device(self, batch: dict) -> dict:
         return {
@@ -127,6 +136,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.average is not None:
+                self.average.update(self.core)
             n = batch["audio"].shape[0]
             total_loss += loss.item() * n
             has_label = batch["label"] >= 0
@@ -176,16 +187,17 @@ class Trainer:
         Under torchrun each rank scores its share and the shares are gathered, so every rank
         returns the same full result.
         """
-        self.core.eval()
+        model = self.eval_model
+        model.eval()
         indices, losses, labels, probabilities = [], [], [], []
         cosine_sum, cosine_n = 0.0, 0
-        project = getattr(self.core, "projection", None) is not None
+        project = getattr(model, "projection", None) is not None
         # The target the projection learns (standardised BirdNET embedding, or raw).
         target = getattr(self.loss_fn, "embedding_target", lambda teacher: teacher)
         for batch in loader:
             batch = self._to_device(batch)
             if project and "teacher_embedding" in batch:
-                logits, embedding = self.core(batch["audio"], return_embedding=True)
+                logits, embedding = model(batch["audio"], return_embedding=True)
                 has = torch.as_tensor(batch["has_embedding"], device=embedding.device).bool()
                 cosine = F.cosine_similarity(embedding.float(),
                                              target(batch["teacher_embedding"].float()), dim=1)
@@ -193,7 +205,7 @@ class Trainer:
                 cosine_n += int(has.sum())
                 logits = logits.float()
             else:
-                logits = self.core(batch["audio"]).float()
+                logits = model(batch["audio"]).float()
             losses.append(F.cross_entropy(logits, batch["label"], reduction="none").cpu().numpy())
             labels.append(batch["label"].cpu().numpy())
             probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
