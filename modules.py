@@ -270,19 +270,16 @@ class ExponentialSmoother(nn.Module):
     in ONNX), and exactly the same truncated filter as the convolution.
     """
 
-    def __init__(
-        self, n_channels: int, smooth_coef: float = 0.025, tolerance: float = 1e-3
-    ) -> None:
+    def __init__(self, smooth_coef: float = 0.025, tolerance: float = 1e-3) -> None:
         super().__init__()
         if not 0.0 < smooth_coef <= 1.0:
             raise ValueError(f"smooth_coef must be in (0, 1], got {smooth_coef}")
         length = 1 if smooth_coef == 1.0 else math.log(tolerance) / math.log(1.0 - smooth_coef)
         self.length = max(1, math.ceil(length))
-        self.n_channels = n_channels
-        self.smooth_coef = smooth_coef
-        decay = 1.0 - smooth_coef
+        # One filter for every channel, so the module needs no channel count and no weights.
+        self.decay = 1.0 - smooth_coef
         # Renormalise the truncated response so its taps sum to 1.
-        self.scale = smooth_coef / (1.0 - decay**self.length) if decay > 0.0 else 1.0
+        self.scale = smooth_coef / (1.0 - self.decay**self.length) if self.decay > 0 else 1.0
 
     @staticmethod
     def _delay(x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -290,7 +287,7 @@ class ExponentialSmoother(nn.Module):
         return F.pad(x, (frames, 0), mode="replicate")[..., : -frames or None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        decay = 1.0 - self.smooth_coef
+        decay = self.decay
         block = x * self.scale  # y_0: one tap
         span = 1  # taps in ``block``
         total: torch.Tensor | None = None
@@ -330,7 +327,7 @@ class PCEN(nn.Module):
     ) -> None:
         super().__init__()
         self.eps = eps
-        self.smoother = ExponentialSmoother(n_channels, smooth_coef)
+        self.smoother = ExponentialSmoother(smooth_coef)
 
         def log_param(value: float) -> nn.Parameter:
             init = torch.full((n_channels, 1), math.log(value))

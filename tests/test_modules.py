@@ -138,7 +138,7 @@ def test_pcen_not_trainable_has_no_trainable_parameters() -> None:
 def test_smoother_matches_iir_recursion() -> None:
     s = 0.025
     energy = torch.rand(1, 3, 300) + 0.5
-    smoothed = ExponentialSmoother(3, s)(energy)
+    smoothed = ExponentialSmoother(s)(energy)
     expected = torch.empty_like(energy)
     state = energy[..., 0]  # the state before the clip is the first frame, as in librosa
     for t in range(energy.shape[-1]):
@@ -146,7 +146,7 @@ def test_smoother_matches_iir_recursion() -> None:
         expected[..., t] = state
     torch.testing.assert_close(smoothed, expected, atol=2e-3, rtol=0)
     constant = torch.full((1, 2, 50), 3.0)
-    torch.testing.assert_close(ExponentialSmoother(2, s)(constant), constant)
+    torch.testing.assert_close(ExponentialSmoother(s)(constant), constant)
 
 
 @pytest.mark.parametrize("smooth_coef", [0.025, 0.1, 0.5, 1.0])
@@ -154,7 +154,7 @@ def test_smoother_matches_iir_recursion() -> None:
 def test_smoother_equals_truncated_renormalised_filter(smooth_coef: float, frames: int) -> None:
     # The doubling scheme must be exactly the truncated FIR it replaces, clips shorter than
     # the filter included (edge padding stands in for the frames before the clip).
-    smoother = ExponentialSmoother(4, smooth_coef)
+    smoother = ExponentialSmoother(smooth_coef)
     taps = smooth_coef * (1 - smooth_coef) ** torch.arange(smoother.length, dtype=torch.float64)
     taps = taps / taps.sum()
     energy = torch.rand(2, 4, frames, dtype=torch.float64) * 10
