@@ -48,7 +48,7 @@ from evaluation.linear_probe import fit_linear_head, linear_head_predictions, wi
 from evaluation.report import metric_rows, write_outputs
 from model_checkpoint import load_checkpoint
 from training.config_checks import check_training_config
-from training.run import latest_unfinished, run_training
+from training.run import check_validation_split, latest_unfinished, run_training
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,8 @@ def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:
     ev = cfg.evaluation
     loss_factory_for(str(ev.trainer))  # an unknown trainer fails before any audio work
     check_training_config(cfg)  # the recipe's settings too, not once per fold after BirdNET
+    if float(ev.val_fraction) == 0:  # no validation recordings: every fold keeps its last epoch
+        check_validation_split(cfg, 0)
     run_dir = find_resume_dir(cfg, Path(run_dir))
     log.info("Evaluation folder: %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

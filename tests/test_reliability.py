@@ -195,6 +195,7 @@ BAD_CONFIGS = {
     "dataset.esc50_no_bird_ratio=1.5": "esc50_no_bird_ratio",
     "dataset.split_ratios=[0.7,0.3]": "split_ratios",
     "training.scheduler=linear": "training.scheduler",
+    "training.monitor=last training.scheduler=plateau": "training.scheduler=plateau",
     "optimizer.type=SGD": "optimizer.type",
     "training.device=gpu": "training.device",
     "seed=1.5": "seed",
@@ -207,7 +208,7 @@ BAD_CONFIGS = {
 def test_bad_config_fails_before_any_audio_work(demo_corpus, tmp_path, override):
     save_path = tmp_path / "best_copy.pt"
     save_path.write_bytes(b"an earlier good model")
-    cfg = compose_config([*fast_overrides(demo_corpus.bird_dir, tmp_path), override])
+    cfg = compose_config([*fast_overrides(demo_corpus.bird_dir, tmp_path), *override.split()])
     with pytest.raises(ConfigError, match=BAD_CONFIGS[override].replace("[", r"\[")):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "cache").exists()  # no audio was prepared

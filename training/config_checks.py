@@ -18,8 +18,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from common.errors import ConfigError
 
+# "last": every epoch counts as the best, so the final weights are kept and nothing stops
+# early (for runs without a validation split, such as evaluation.val_fraction=0).
 MONITORS = ("val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy",
-            "val_embedding_cosine")
+            "val_embedding_cosine", "last")
 SCHEDULERS = ("cosine", "plateau", "none")
 OPTIMIZERS = ("adam", "adamw")
 
@@ -86,6 +88,10 @@ def _check_numbers(check: _Checker) -> None:
     check.number("training.num_threads", whole=True, low=1, optional=True)
     check.choice("training.monitor", MONITORS)
     check.choice("training.scheduler", SCHEDULERS, str.lower)
+    if (str(check.value("training.monitor")) == "last"
+            and str(check.value("training.scheduler")).lower() == "plateau"):
+        check.problems.append("training.scheduler=plateau lowers the rate when the monitored "
+                              "metric stalls; training.monitor=last has none (use cosine)")
     check.number("optimizer.lr", low=0, low_open=True)
     check.number("optimizer.weight_decay", low=0)
     check.choice("optimizer.type", OPTIMIZERS, str.lower)

@@ -40,7 +40,7 @@ from training.metrics import classification_metrics
 from training.plots import plot_confusion_matrix, plot_training_history
 from training.pretrain import check_stage, load_pretrained
 from training.resume_state import capture_rng_state, continue_log_in, restore_rng_state
-from training.trainer import FitState, LossFn, Trainer, monitor_score
+from training.trainer import EvalResult, FitState, LossFn, Trainer, monitor_score
 from training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,7 @@ def run_training(
         write_skipped_files(data.skipped, run_dir / "skipped_files.csv")
     if data.skipped:
         log.warning("%d files skipped; see %s", len(data.skipped), run_dir / "skipped_files.csv")
+    check_validation_split(cfg, len(data.datasets["val"]))
 
     n_classes = len(data.class_names)
     arguments = model_arguments(cfg, n_classes)
@@ -306,10 +307,9 @@ def run_training(
         if isinstance(loaders["train"].sampler, DistributedSampler):
             loaders["train"].sampler.set_epoch(epoch)  # a new shuffle every epoch
         row = {"epoch": epoch, **trainer.train_epoch(loaders["train"], epoch)}
-        val = trainer.evaluate(loaders["val"])
-        val_metrics = classification_metrics(val.y_true, val.y_pred, data.class_names)
-        row.update(val_loss=val.loss, val_accuracy=val_metrics["accuracy"],
-                   val_macro_f1=val_metrics["macro_f1"],
+        val, val_metrics = _score_split(trainer, loaders["val"], data.class_names)
+        row.update(val_loss=val.loss, val_accuracy=val_metrics.get("accuracy", float("nan")),
+                   val_macro_f1=val_metrics.get("macro_f1", float("nan")),
                    lr=optimizer.param_groups[0]["lr"])
         if val.embedding_cosine is not None:  # embedding distillation: how close to BirdNET
             row["val_embedding_cosine"] = val.embedding_cosine
@@ -350,6 +350,26 @@ def run_training(
     return results
 
 
+def _score_split(trainer: Trainer, loader: DataLoader, class_names: list[str]
+                 ) -> tuple[EvalResult, dict]:
+    """The model's result on a split and its metrics (none for an empty split)."""
+    result = trainer.evaluate(loader)
+    if not len(result.y_true):
+        return result, {}
+    return result, classification_metrics(result.y_true, result.y_pred, class_names)
+
+
+def check_validation_split(cfg: DictConfig, n_val_windows: int) -> None:
+    """A run without validation windows can only keep its last epoch."""
+    monitor = str(cfg.training.monitor)
+    if n_val_windows == 0 and monitor.startswith("val_"):
+        raise ConfigError(
+            f"The validation split has no windows, so training.monitor={monitor} cannot pick an "
+            "epoch. Set training.monitor=last (train every epoch, keep the final weights) or "
+            "give the run validation recordings."
+        )
+
+
 def _save_state(run_dir: Path, trainer: Trainer, state: FitState, class_names: list[str],
                 completed: bool, extra: dict) -> None:
     scheduler, average = trainer.scheduler, trainer.average
@@ -387,8 +407,7 @@ def _finish(cfg, run_dir: Path, data: DataBundle, trainer: Trainer, loaders, sta
     trainer.eval_model.load_state_dict(best_model.state_dict())
     test = trainer.evaluate(loaders["test"])
     test_metrics = classification_metrics(test.y_true, test.y_pred, data.class_names)
-    val = trainer.evaluate(loaders["val"])
-    val_metrics = classification_metrics(val.y_true, val.y_pred, data.class_names)
+    _, val_metrics = _score_split(trainer, loaders["val"], data.class_names)
     last = state.history[-1] if state.history else {}
     results = {
         "experiment_name": str(cfg.experiment_name),

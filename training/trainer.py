@@ -53,7 +53,12 @@ class FitState:
 
 
 def monitor_score(row: dict, monitor: str) -> float:
-    """Higher is better: a loss is negated so one comparison serves every metric."""
+    """Higher is better: a loss is negated so one comparison serves every metric.
+
+    ``last`` scores an epoch by its number, so each epoch improves on the one before.
+    """
+    if monitor == "last":
+        return float(row["epoch"])
     value = float(row[monitor])
     return -value if monitor.endswith("loss") else value
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import evaluation.scoreboard as scoreboard
+from common.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.training.helpers import compose_config
 
@@ -243,3 +244,29 @@ def test_birdnet_window_cache_survives_new_mtimes_but_not_new_bytes(tmp_path):
     assert cache.ensure(files, []) == set(files) and computed == [files[0]]
     fresh = BirdNetWindowCache(tmp_path / "cache").get(files[0]).logits
     assert fresh.shape == first.shape and not np.array_equal(fresh, first)
+
+
+def test_without_validation_recordings_each_fold_keeps_its_last_epoch(demo_corpus,
+                                                                       birdnet_cache, tmp_path):
+    """evaluation.val_fraction=0 trains on every training recording; training.monitor=last
+    keeps the final weights of each fold, since no validation split can pick an epoch."""
+    cfg = demo_config(demo_corpus, tmp_path, birdnet_cache, "evaluation.val_fraction=0",
+                      "training.monitor=last", "training.epochs=2", "training.patience=1")
+    scoreboard.run_evaluation(cfg, tmp_path / "run")
+    results = pd.read_csv(tmp_path / "run" / "cv_results.csv")
+    assert len(results) == 6 and results["macro_f1"].notna().all()
+    for fold in (0, 1):
+        fold_dir = tmp_path / "run" / f"repeat0_fold{fold}"
+        manifest = pd.read_csv(fold_dir / "fold_manifest.csv")
+        assert "val" not in set(manifest["split"])
+        trained = json.loads((fold_dir / "train" / "results.json").read_text())
+        # patience=1 would stop after one epoch if "last" were an ordinary metric
+        assert trained["epochs_run"] == trained["best_epoch"] == 2
+        assert trained["val"] == {}
+
+
+def test_no_validation_recordings_needs_the_last_epoch_monitor(demo_corpus, tmp_path):
+    cfg = demo_config(demo_corpus, tmp_path, tmp_path / "cache", "evaluation.val_fraction=0")
+    with pytest.raises(ConfigError, match="training.monitor=last"):
+        scoreboard.run_evaluation(cfg, tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
