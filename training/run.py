@@ -315,7 +315,8 @@ def run_training(
             row["val_embedding_cosine"] = val.embedding_cosine
         score = monitor_score(row, monitor)
         trainer.step_scheduler(score)
-        improved = score > state.best_score + min_delta
+        # min_delta is a metric's noise floor; epoch numbers (monitor=last) have none.
+        improved = score > state.best_score + (0.0 if monitor == "last" else min_delta)
         if improved:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
             save_model(run_dir / BEST_FILENAME, epoch, {"val": val_metrics})
