@@ -56,6 +56,13 @@ def split_windows(
     visited in a seeded random order, taking at most ``ceil(max / recordings)`` windows each,
     so a cap also bounds how many files are decoded."""
     manifest = [row for row in checkpoint.split_manifest or [] if row["split"] == split]
+    if not manifest and checkpoint.split_manifest:
+        # Trained with a zero share for this split (e.g. no validation, training.monitor=last).
+        raise EdgeError(
+            f"the checkpoint was trained without a {split} split (dataset.split_ratios gave it "
+            f"no recordings), and {purpose} needs one; train with a {split} share, or set "
+            "the thresholds by hand"
+        )
     if not manifest:
         raise EdgeError(
             f"the checkpoint has no {split}-split rows in its split manifest, needed for "

@@ -183,6 +183,7 @@ BAD_CONFIGS = {
     "training.batch_size=0": "training.batch_size",
     "dataset.split_ratios=[1,0,0]": "split_ratios",
     "dataset.split_ratios=[0.5,0.5,0.5]": "split_ratios",
+    "dataset.split_ratios=[0.8,0,0.2]": "monitor=last",
     "optimizer.lr=abc": "optimizer.lr",
     "optimizer.lr=-0.1": "optimizer.lr",
     "model.name=resnet999": "resnet999",

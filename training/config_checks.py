@@ -120,7 +120,8 @@ def _check_numbers(check: _Checker) -> None:
 def _check_split_ratios(check: _Checker) -> None:
     ratios = check.value("dataset.split_ratios")
     message = ("dataset.split_ratios={} must be three positive numbers (train, validation, "
-               "test) that add up to 1, e.g. [0.7,0.15,0.15]")
+               "test) that add up to 1, e.g. [0.7,0.15,0.15]; the validation share may be 0 "
+               "with training.monitor=last")
     if not isinstance(ratios, ListConfig | list) or len(ratios) != 3:
         check.problems.append(message.format(ratios))
         return
@@ -129,8 +130,13 @@ def _check_split_ratios(check: _Checker) -> None:
     except (TypeError, ValueError):
         check.problems.append(message.format(list(ratios)))
         return
-    # Validation picks the best epoch and test scores it: neither may be empty.
-    if any(not math.isfinite(v) or v <= 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+    # Validation picks the best epoch and test scores it: neither may be empty, except that
+    # a run keeping its last epoch (few recordings: every one trains) needs no validation.
+    train, val, test = values
+    keeps_last = str(check.value("training.monitor")) == "last"
+    shares_ok = train > 0 and test > 0 and (val > 0 or (val == 0 and keeps_last))
+    if (not all(math.isfinite(v) for v in values) or not shares_ok
+            or abs(sum(values) - 1) > 1e-6):
         check.problems.append(message.format(values))
 
 

@@ -324,12 +324,14 @@ def run_training(
             state.bad_epochs += 1
         state.epoch = epoch
         state.history.append(row)
+        validation = ("no validation split" if not val_metrics else
+                      f"val loss {row['val_loss']:.4f}  acc {row['val_accuracy']:.3f}  "
+                      f"macro-F1 {row['val_macro_f1']:.3f}")
         log.info(
-            "epoch %d  loss %.4f  acc %.3f | val loss %.4f  acc %.3f  macro-F1 %.3f%s | "
-            "%.0f windows/s, data wait %.0f%%",
-            epoch, row["train_loss"], row["train_accuracy"], row["val_loss"],
-            row["val_accuracy"], row["val_macro_f1"], "  *best*" if improved else "",
-            row["windows_per_s"], 100 * row["data_wait_fraction"],
+            "epoch %d  loss %.4f  acc %.3f | %s%s | %.0f windows/s, data wait %.0f%%",
+            epoch, row["train_loss"], row["train_accuracy"], validation,
+            "  *best*" if improved else "", row["windows_per_s"],
+            100 * row["data_wait_fraction"],
         )
         if env.is_main:
             _write_csv(state.history, run_dir / "metrics.csv")

@@ -320,6 +320,24 @@ def test_pretrain_then_fine_tune_with_other_classes(extracted, corpus, tmp_path)
                         ["Apus_apus", "no_birds"], {"sample_rate": 32000, "clip_duration": 3.0})
 
 
+def test_the_recipe_trains_without_a_validation_split_and_keeps_its_last_epoch(
+        extracted, corpus, tmp_path, caplog):
+    from distillation.training_setup import distillation_loss_factory
+    from training.run import run_training
+
+    cfg = _config(corpus, extracted, tmp_path, "dataset.split_ratios=[0.67,0,0.33]",
+                  "training.monitor=last", "training.epochs=2", "training.patience=1")
+    with caplog.at_level("INFO", logger="training.run"):
+        results = run_training(cfg, tmp_path / "run", distillation_loss_factory)
+    manifest = (tmp_path / "run" / "split_manifest.csv").read_text()
+    assert ",val," not in manifest and ",train," in manifest and ",test," in manifest
+    # Every epoch runs (patience has nothing to count) and the final one is kept.
+    assert results["best_epoch"] == 2
+    assert results["test"]["macro_f1"] >= 0
+    assert results["epochs_run"] == 2 and results["val"] == {}
+    assert "no validation split" in caplog.text
+
+
 def test_embedding_recipe_needs_embeddings_in_the_soft_labels(extracted, corpus, tmp_path):
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory

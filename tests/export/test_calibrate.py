@@ -90,3 +90,18 @@ def test_calibrating_the_wrong_checkpoint_is_refused(exported_dir, demo_corpus, 
     shutil.copytree(exported_dir, exported)
     with pytest.raises(EdgeError):
         calibrate_export(other, exported)
+
+
+def test_a_checkpoint_trained_without_validation_says_so(exported_dir, tmp_path):
+    import torch
+
+    checkpoint = torch.load(read_sidecar(exported_dir).source["checkpoint"], weights_only=True)
+    # As trained with dataset.split_ratios=[0.85,0,0.15] training.monitor=last.
+    checkpoint["split_manifest"] = [{**row, "split": "train" if row["split"] == "val"
+                                     else row["split"]} for row in checkpoint["split_manifest"]]
+    no_validation = tmp_path / "no_validation.pt"
+    torch.save(checkpoint, no_validation)
+    exported = tmp_path / "exported"
+    shutil.copytree(exported_dir, exported)
+    with pytest.raises(EdgeError, match="trained without a val split"):
+        calibrate_export(no_validation, exported)
