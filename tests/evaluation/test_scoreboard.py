@@ -185,19 +185,24 @@ def test_cli_rejects_an_unknown_trainer_before_any_audio_work(tmp_path):
 
 
 def test_embedding_recipe_per_fold(demo_corpus, demo_soft_labels, birdnet_cache, tmp_path):
-    """The embedding-distillation recipe composes with the fold manifests; the teacher-only
-    windows of the fold's test recordings never reach its training."""
+    """The embedding-distillation recipe composes with the fold manifests. Its scoreboard
+    holds no recording back for validation: every training recording trains and each fold
+    keeps its final epoch."""
     cfg = demo_config(demo_corpus, tmp_path, birdnet_cache,
                       f"dataset.soft_labels_path={demo_soft_labels}",
                       f"dataset.unlabelled_dirs=[{demo_corpus.bird_dir}]",
                       "evaluation.extract_soft_labels=false",
                       name="evaluate_embedding_distillation")
     assert cfg.distillation.embedding_weight > 0 and cfg.model.embedding_dim == 1024
+    assert cfg.evaluation.val_fraction == 0 and cfg.training.monitor == "last"
     scoreboard.run_evaluation(cfg, tmp_path / "run")
     results = pd.read_csv(tmp_path / "run" / "cv_results.csv")
     assert len(results) == 6 and results["macro_f1"].notna().all()
-    history = pd.read_csv(tmp_path / "run" / "repeat0_fold0" / "train" / "metrics.csv")
-    assert "val_embedding_cosine" in history
+    fold_dir = tmp_path / "run" / "repeat0_fold0"
+    assert "val" not in set(pd.read_csv(fold_dir / "fold_manifest.csv")["split"])
+    trained = json.loads((fold_dir / "train" / "results.json").read_text())
+    assert trained["best_epoch"] == trained["epochs_run"] == cfg.training.epochs
+    assert trained["val"] == {}
 
 
 def test_cli_rejects_a_bad_training_setting_before_birdnet_runs(tmp_path):
