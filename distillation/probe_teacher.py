@@ -123,6 +123,18 @@ def no_birds_embeddings(cfg: DictConfig, recordings: Sequence[PreparedRecording]
     return np.asarray(rows, np.float32).reshape(-1, EMBEDDING_DIM)
 
 
+def covered_windows(rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` are also in ``pool``: the same teacher window, bit for bit.
+
+    The student's sampled no_birds windows are drawn from the windows
+    :func:`no_birds_embeddings` returns (both read the same stored record rows), so the probe
+    counts each of them once, not once per list.
+    """
+    seen = {row.tobytes() for row in np.asarray(pool, np.float32)}
+    return np.fromiter((row.tobytes() in seen for row in np.asarray(rows, np.float32)),
+                       dtype=bool, count=len(rows))
+
+
 def fit_probe_teacher(cfg: DictConfig, train: SoftLabelWindowDataset, sources: dict[str, str],
                       store: SoftLabelStore, class_names: Sequence[str],
                       recordings: Sequence[PreparedRecording] = ()) -> ProbeTeacher:
@@ -132,8 +144,10 @@ def fit_probe_teacher(cfg: DictConfig, train: SoftLabelWindowDataset, sources: d
     clip_s = train.base.clip_samples / train.base.sample_rate
     extra = no_birds_embeddings(cfg, recordings, store, clip_s)
     if len(extra):
-        embeddings = np.concatenate([embeddings, extra])
-        labels = np.concatenate([labels, np.full(len(extra), len(class_names) - 1)])
+        no_birds = len(class_names) - 1
+        keep = ~covered_windows(embeddings, extra) | (labels != no_birds)
+        embeddings = np.concatenate([embeddings[keep], extra])
+        labels = np.concatenate([labels[keep], np.full(len(extra), no_birds)])
     present = set(labels.tolist())
     absent = [name for i, name in enumerate(class_names) if i not in present]
     if absent:

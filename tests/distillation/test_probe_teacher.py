@@ -136,7 +136,7 @@ def test_the_probe_learns_no_birds_from_every_no_bird_window_of_the_training_spl
         corpus, tmp_path, caplog):
     from datasets.dataset_factory import build_data
     from datasets.unlabelled import unlabelled_key_of, unlabelled_roots
-    from distillation.probe_teacher import no_birds_embeddings
+    from distillation.probe_teacher import covered_windows, no_birds_embeddings
     from distillation.training_setup import distillation_loss_factory
 
     cfg = _probe_config(corpus, tmp_path)
@@ -159,7 +159,23 @@ def test_the_probe_learns_no_birds_from_every_no_bird_window_of_the_training_spl
     held_out = {r.tobytes() for r in np.concatenate(clips["val"] + clips["test"]).astype(
         np.float32)}
     assert not any(r.tobytes() in held_out for r in rows)
-    # The fit uses them beside the student's sampled no_birds windows.
+    # The student's sampled no_birds windows are among them, and the fit counts each window
+    # once: its no_birds rows are exactly these.
+    train = data.datasets["train"]
+    sampled_rows = [store.embedding_for(unlabelled_key_of(corpus / "esc50" / e.path, roots),
+                                        e.start_s, float(cfg.dataset.clip_duration))
+                    for e in train.examples if e.label == no_birds]
+    assert len(sampled_rows) == sampled > 0
+    assert covered_windows(np.asarray(sampled_rows), rows).all()
     with caplog.at_level("INFO"):
         distillation_loss_factory(cfg, data)
-    assert f"no_birds {sampled + len(rows)})" in caplog.text
+    assert f"no_birds {len(rows)})" in caplog.text
+
+
+def test_covered_windows_matches_rows_bit_for_bit():
+    from distillation.probe_teacher import covered_windows
+
+    pool = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    rows = np.stack([pool[3], pool[0] + 1e-3, pool[1]])
+    np.testing.assert_array_equal(covered_windows(rows, pool), [True, False, True])
+    assert covered_windows(np.zeros((0, 8), np.float32), pool).shape == (0,)
