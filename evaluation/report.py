@@ -15,6 +15,10 @@ from evaluation.statistics import paired_ratios, summarise
 log = logging.getLogger(__name__)
 
 HEADLINE = ("macro_f1", "accuracy", "balanced_accuracy", "macro_roc_auc")
+# The student's projection against BirdNET's standardised embedding
+# (evaluation.embedding_fidelity), per fold on the student's row.
+FIDELITY = {"embedding_cosine": "held-out recordings",
+            "embedding_cosine_train": "training recordings"}
 MODEL_LABELS = {
     "student": "student",
     "birdnet": "BirdNET (restricted)",
@@ -53,6 +57,11 @@ def summarise_results(results: pd.DataFrame) -> dict:
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         ratios = paired_ratios([a for a, _ in pairs], [b for _, b in pairs])
         summary["ratios"][f"{model}/birdnet macro_f1"] = summarise(ratios)
+    student = results[results["model"] == "student"]
+    fidelity = {name: summarise(student[name].tolist()) for name in FIDELITY
+                if name in student.columns}
+    if any(stat["n"] for stat in fidelity.values()):
+        summary["embedding_fidelity"] = fidelity
     return summary
 
 
@@ -82,6 +91,11 @@ def format_table(summary: dict, settings: dict) -> str:
     lines.append("")
     for name, stat in summary["ratios"].items():
         lines.append(f"ratio {name:<30}{_fmt(stat)}")
+    if summary.get("embedding_fidelity"):
+        lines.append("")
+        lines.append("student projection vs BirdNET's embedding (mean cosine per window):")
+        for name, stat in summary["embedding_fidelity"].items():
+            lines.append(f"  {FIDELITY[name]:<28}{_fmt(stat)}")
     return "\n".join(lines) + "\n"
 
 

@@ -43,6 +43,7 @@ from datasets.manifest_files import source_file, source_roots
 from datasets.split_manifest import DatasetError, save_manifest
 from distillation.losses.hard import CrossEntropyLoss
 from evaluation.birdnet_windows import BirdNetWindowCache
+from evaluation.embedding_fidelity import embedding_fidelity
 from evaluation.folds import assign_folds, fold_manifest
 from evaluation.linear_probe import fit_linear_head, linear_head_predictions, window_embeddings
 from evaluation.report import metric_rows, write_outputs
@@ -192,13 +193,24 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
     save_table_atomic(predictions, fold_dir / "predictions.csv")
     train_recordings = int(table[(table["split"] != "test") & (table["source"] == "bird")]
                            ["group"].nunique())
+
+    def species_files(test: bool) -> list[str]:
+        rows = table[((table["split"] == "test") == test) & (table["source"] == "bird")]
+        return [absolute[p] for p in rows["path"] if absolute[p] in usable]
+
+    fidelity = embedding_fidelity(model, checkpoint, species_files(test=False),
+                                  species_files(test=True), cache, float(ev.inference.hop_s))
     context = {
         "repeat": repeat, "fold": fold, "seed": seed,
         "test_files": len(common), "train_recordings": train_recordings,
         "train_windows": seen["train_windows"], "best_epoch": results.get("best_epoch"),
         "seconds": round(time.time() - started, 1),
     }
-    return metric_rows(tables, class_names, context)
+    rows = metric_rows(tables, class_names, context)
+    for row in rows:
+        if row["model"] == "student":
+            row.update(fidelity)
+    return rows
 
 
 def run_evaluation(cfg: DictConfig, run_dir: str | Path) -> dict:

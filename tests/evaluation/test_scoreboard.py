@@ -80,6 +80,8 @@ def test_two_folds_on_the_demo_corpus(demo_corpus, birdnet_cache, tmp_path):
         "student/birdnet macro_f1", "birdnet_linear/birdnet macro_f1"}
     assert (run / "cv_macro_f1_boxplot.png").stat().st_size > 1000
     assert "BirdNET (restricted)" in (run / "cv_summary.txt").read_text()
+    # The hard-label student has no projection head: no embedding figure.
+    assert "embedding_cosine" not in results and "embedding_fidelity" not in saved
     assert json.loads((run / "evaluation_state.json").read_text())["completed"] is True
 
 
@@ -203,6 +205,14 @@ def test_embedding_recipe_per_fold(demo_corpus, demo_soft_labels, birdnet_cache,
     trained = json.loads((fold_dir / "train" / "results.json").read_text())
     assert trained["best_epoch"] == trained["epochs_run"] == cfg.training.epochs
     assert trained["val"] == {}
+    # The student's projection against BirdNET's embedding, on its row only.
+    student = results[results["model"] == "student"]
+    for column in ("embedding_cosine", "embedding_cosine_train"):
+        assert student[column].between(-1, 1).all() and student[column].notna().all()
+        assert results.loc[results["model"] != "student", column].isna().all()
+    saved = json.loads((tmp_path / "run" / "cv_summary.json").read_text())
+    assert saved["embedding_fidelity"]["embedding_cosine"]["n"] == 2
+    assert "held-out recordings" in (tmp_path / "run" / "cv_summary.txt").read_text()
 
 
 def test_cli_rejects_a_bad_training_setting_before_birdnet_runs(tmp_path):
