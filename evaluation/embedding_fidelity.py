@@ -7,8 +7,8 @@ cosine between the projection and BirdNET's standardised embedding over the wind
 held-out species recordings (``embedding_cosine``) and, for comparison, over its training
 species recordings (``embedding_cosine_train``): both low means the student cannot fit the
 embedding; training high and held-out low means it fits what it heard and does not carry it
-further. Standardisation uses the BirdNET windows of the fold's training files, as training
-standardises over its training side.
+further. Standardisation uses the BirdNET windows of all the fold's training files (species
+recordings and no_birds clips), as training standardises over its training side.
 
 Models without a projection head (the exported student, other recipes) have no such figure.
 """
@@ -56,13 +56,17 @@ def _window_cosines(model: torch.nn.Module, checkpoint: Checkpoint, files: Seque
 def embedding_fidelity(model: torch.nn.Module, checkpoint: Checkpoint,
                        train_files: Sequence[str], test_files: Sequence[str],
                        cache: BirdNetWindowCache, hop_s: float,
+                       statistics_files: Sequence[str] = (),
                        batch_size: int = 64) -> dict[str, float]:
-    """``{"embedding_cosine": held-out mean, "embedding_cosine_train": training mean}``;
-    empty for a model without a projection head or without BirdNET windows to compare."""
+    """``{"embedding_cosine": held-out mean, "embedding_cosine_train": training mean}`` over
+    the windows of ``test_files`` / ``train_files`` (species recordings), standardised over
+    ``train_files`` and ``statistics_files`` (the rest of the training side, such as its
+    no_birds clips); empty for a model without a projection head."""
     if getattr(model, "projection", None) is None or not train_files:
         return {}
     mean, scale = (t.numpy() for t in embedding_statistics(
-        [cache.get(f).embeddings.astype(np.float32) for f in train_files]))
+        [cache.get(f).embeddings.astype(np.float32)
+         for f in sorted({*train_files, *statistics_files})]))
     model = model.to("cpu").eval()
     result = {}
     for name, files in (("embedding_cosine", test_files),

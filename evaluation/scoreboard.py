@@ -194,12 +194,14 @@ def run_fold(cfg: DictConfig, manifest: pd.DataFrame, fold_of: dict[str, int], r
     train_recordings = int(table[(table["split"] != "test") & (table["source"] == "bird")]
                            ["group"].nunique())
 
-    def species_files(test: bool) -> list[str]:
-        rows = table[((table["split"] == "test") == test) & (table["source"] == "bird")]
+    def files_of(test: bool, species_only: bool = True) -> list[str]:
+        rows = table[((table["split"] == "test") == test)
+                     & ((table["source"] == "bird") | (not species_only))]
         return [absolute[p] for p in rows["path"] if absolute[p] in usable]
 
-    fidelity = embedding_fidelity(model, checkpoint, species_files(test=False),
-                                  species_files(test=True), cache, float(ev.inference.hop_s))
+    fidelity = embedding_fidelity(model, checkpoint, files_of(test=False), files_of(test=True),
+                                  cache, float(ev.inference.hop_s),
+                                  statistics_files=files_of(test=False, species_only=False))
     context = {
         "repeat": repeat, "fold": fold, "seed": seed,
         "test_files": len(common), "train_recordings": train_recordings,
