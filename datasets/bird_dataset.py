@@ -8,6 +8,7 @@ loading stays a small share of a training step.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,27 @@ def build_examples(
 WaveformAugment = Callable[[torch.Tensor], torch.Tensor]
 
 
+def resample_around(audio: np.ndarray, start: int, length: int, speed: float) -> np.ndarray:
+    """``length`` samples that play ``speed`` times as much audio as
+    ``audio[start:start+length]``, centred on the same instant (zeros past either end).
+
+    Playing a recording faster raises every frequency by the same factor: a bird that sings
+    a little higher or faster than the training recordings. Linear interpolation aliases only
+    above sample_rate / (2 * speed), far above the front-end's band for the small factors used.
+    """
+    span = length * speed
+    centre = start + length / 2
+    positions = centre - span / 2 + np.arange(length) * speed
+    # Only the samples the window needs (recordings can be hours long).
+    low = max(0, int(math.floor(positions[0])))
+    high = min(len(audio), int(math.ceil(positions[-1])) + 1)
+    if high <= low:
+        return np.zeros(length, dtype=np.float32)
+    piece = np.asarray(audio[low:high], dtype=np.float32)
+    return np.interp(positions, np.arange(low, high), piece, left=0.0, right=0.0).astype(
+        np.float32)
+
+
 class WindowDataset(Dataset):
     """Fixed-length windows sliced from cached audio; returns dicts so losses can add fields."""
 
@@ -170,7 +192,10 @@ class WindowDataset(Dataset):
         background: Sequence[WindowExample] = (),
         background_prob: float = 0.0,
         background_snr_db: tuple[float, float] = (0.0, 20.0),
+        speed_perturb: float = 0.0,
     ):
+        """``speed_perturb``: each window is resampled by a factor drawn log-uniformly in
+        [1/(1+x), 1+x] (pitch and tempo change together); 0 = off."""
         self.examples = list(examples)
         # No-birds windows mixed under examples at a random SNR: birds are rarely heard
         # over silence, and no_birds must not be "anything that isn't clean".
@@ -182,6 +207,7 @@ class WindowDataset(Dataset):
         self.clip_samples = int(round(clip_duration * cache.sample_rate))
         self.max_shift_s = max_shift_s
         self.augment = augment
+        self.speed_perturb = float(speed_perturb)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -189,21 +215,31 @@ class WindowDataset(Dataset):
     def labels(self) -> list[int]:
         return [e.label for e in self.examples]
 
-    def _window(self, example: WindowExample, shift: bool) -> torch.Tensor:
+    def _window(self, example: WindowExample, shift: bool, speed: float = 1.0) -> torch.Tensor:
+        """The example's window; with ``speed`` != 1, ``speed`` times as much audio around
+        the same centre, resampled to the window's length."""
         audio = self.cache.get(example.key)
         start = int(round(example.start_s * self.sample_rate))
         if shift and self.max_shift_s > 0:
             # torch's RNG, because DataLoader seeds it per worker (numpy's would repeat).
             offset = int((torch.rand(()) * 2 - 1).item() * self.max_shift_s * self.sample_rate)
             start = min(max(0, start + offset), max(0, len(audio) - self.clip_samples))
-        window = np.zeros(self.clip_samples, dtype=np.float32)
-        piece = audio[start : start + self.clip_samples]
-        window[: len(piece)] = piece
-        return torch.from_numpy(window)
+        if speed == 1.0:
+            window = np.zeros(self.clip_samples, dtype=np.float32)
+            piece = audio[start : start + self.clip_samples]
+            window[: len(piece)] = piece
+            return torch.from_numpy(window)
+        return torch.from_numpy(resample_around(audio, start, self.clip_samples, speed))
+
+    def _random_speed(self) -> float:
+        if self.speed_perturb <= 0:
+            return 1.0
+        bound = math.log1p(self.speed_perturb)
+        return math.exp((torch.rand(()).item() * 2 - 1) * bound)
 
     def __getitem__(self, i: int) -> dict:
         example = self.examples[i]
-        wave = self._window(example, shift=True)
+        wave = self._window(example, shift=True, speed=self._random_speed())
         if self.background_prob and torch.rand(()).item() < self.background_prob:
             other = self.background[int(torch.randint(len(self.background), ()).item())]
             snr = random_snr_db(*self.background_snr_db)

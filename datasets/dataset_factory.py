@@ -215,6 +215,7 @@ def build_data(cfg: DictConfig, manifest_path: str | Path | None = None) -> Data
             background_prob=float(augment_cfg.background_prob),
             background_snr_db=(float(augment_cfg.background_snr_db[0]),
                                float(augment_cfg.background_snr_db[1])),
+            speed_perturb=float(augment_cfg.get("speed_perturb") or 0.0) if training else 0.0,
         )
     unlabelled = prepare_unlabelled(list(ds.get("unlabelled_dirs") or []), manifest,
                                     source_roots(cfg.dataset), cache, skipped)

@@ -194,6 +194,7 @@ BAD_CONFIGS = {
     "dataset.clip_duration=0": "dataset.clip_duration",
     "dataset.num_workers=-2": "dataset.num_workers",
     "dataset.esc50_no_bird_ratio=1.5": "esc50_no_bird_ratio",
+    "dataset.augmentation.speed_perturb=-0.1": "speed_perturb",
     "dataset.split_ratios=[0.7,0.3]": "split_ratios",
     "training.scheduler=linear": "training.scheduler",
     "training.monitor=last training.scheduler=plateau": "training.scheduler=plateau",

@@ -110,7 +110,8 @@ def _check_numbers(check: _Checker) -> None:
     augmentation = "dataset.augmentation"
     for key, high in (("time_shift_s", None), ("gain_db", None), ("noise_level", None),
                       ("background_prob", 1), ("mixup_alpha", None),
-                      ("time_mask_param", None), ("freq_mask_param", None)):
+                      ("time_mask_param", None), ("freq_mask_param", None),
+                      ("speed_perturb", 1)):
         check.number(f"{augmentation}.{key}", low=0, high=high, optional=True)
     device = str(check.value("training.device"))
     if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
