@@ -18,7 +18,11 @@ from common.errors import ConfigError
 from datasets.dataset_factory import DataBundle
 from datasets.unlabelled import UNLABELLED_KEY_PREFIX
 from distillation.datasets.soft_label_dataset import SoftLabelWindowDataset, soft_label_key
-from distillation.datasets.teacher_windows import CombinedTrainingSet, TeacherWindowDataset
+from distillation.datasets.teacher_windows import (
+    CombinedTrainingSet,
+    TeacherWindowDataset,
+    labelled_side_weights,
+)
 from distillation.losses import build_loss, needs_teacher
 from distillation.losses.class_weights import format_class_weights, resolve_class_weights
 from distillation.losses.embedding import TeacherTargetsLoss, embedding_statistics
@@ -150,7 +154,20 @@ def add_teacher_windows(cfg: DictConfig, data: DataBundle, store: SoftLabelStore
         confidence_threshold=float(cfg.distillation.confidence_threshold),
         probe=probe.logits if probe is not None else None,
     )
-    data.datasets["train"] = CombinedTrainingSet(data.datasets["train"], teacher)
+    labelled = data.datasets["train"]
+    weights = None
+    share = cfg.distillation.get("labelled_share")
+    if share is not None:
+        own_keys = {soft_label_key(rec.source, rec.path) for rec in data.recordings
+                    if rec.split == "train"}
+        weights = labelled_side_weights(len(labelled), teacher, own_keys, float(share))
+        if weights is None:
+            log.warning("distillation.labelled_share=%s has no effect: the run has no "
+                        "unlabelled pool or no labelled windows", share)
+        else:
+            log.info("Each epoch draws %.0f%% of its windows from the labelled recordings",
+                     100 * float(share))
+    data.datasets["train"] = CombinedTrainingSet(labelled, teacher, weights)
     log.info("Teacher-only training windows: %d (%d files; %d unlabelled files)", len(teacher),
              len({item.key for item in teacher.items}), len(data.unlabelled))
     return teacher

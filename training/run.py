@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, WeightedRandomSampler
 
 from common.errors import ConfigError
 from common.file_io import save_table_atomic, write_atomic, write_json_atomic
@@ -139,9 +139,15 @@ def make_loaders(cfg: DictConfig, data: DataBundle,
     loaders = {}
     for split, dataset in data.datasets.items():
         sampler = None
+        weights = getattr(dataset, "sampling_weights", None) if split == "train" else None
         if env.enabled:
             sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                          shuffle=split == "train", seed=int(cfg.seed))
+        elif weights is not None:
+            # Drawn with replacement from the loader's own generator, so a resumed epoch
+            # draws the same windows (its state is saved with the checkpoint).
+            sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
+                                            generator=generator)
         loaders[split] = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -151,7 +157,7 @@ def make_loaders(cfg: DictConfig, data: DataBundle,
             # Persistent workers would carry their random streams across epochs; fresh ones
             # are seeded from the generator each epoch, so a resumed epoch is identical.
             persistent_workers=workers > 0 and split != "train",
-            generator=generator if split == "train" and sampler is None else None,
+            generator=generator if split == "train" and not env.enabled else None,
             drop_last=False,
         )
     return loaders

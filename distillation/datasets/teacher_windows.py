@@ -163,11 +163,17 @@ class TeacherWindowDataset(Dataset):
 
 
 class CombinedTrainingSet(Dataset):
-    """Labelled windows followed by teacher-only windows, one index space."""
+    """Labelled windows followed by teacher-only windows, one index space.
 
-    def __init__(self, labelled: Dataset, teacher: TeacherWindowDataset):
+    ``sampling_weights`` (None: every window equally often) lets the training loader draw
+    a set share of each epoch from the labelled side (see :func:`labelled_side_weights`).
+    """
+
+    def __init__(self, labelled: Dataset, teacher: TeacherWindowDataset,
+                 sampling_weights: torch.Tensor | None = None):
         self.labelled = labelled
         self.teacher = teacher
+        self.sampling_weights = sampling_weights
 
     @property
     def examples(self):
@@ -185,3 +191,22 @@ class CombinedTrainingSet(Dataset):
         item["index"] = i
         return item
 
+
+
+def labelled_side_weights(n_labelled: int, teacher: TeacherWindowDataset,
+                          own_keys: set[str], share: float) -> torch.Tensor | None:
+    """Per-window draw weights so that ``share`` of the draws come from the labelled side.
+
+    The labelled side is the labelled windows (indices ``0..n_labelled-1`` of a
+    :class:`CombinedTrainingSet`) and the teacher windows of the run's own labelled training
+    files (``own_keys``); the rest is the unlabelled pool. Within each side every window is
+    equally likely. With a large pool and a few labelled recordings, uniform drawing leaves
+    the species recordings a few percent of each epoch. None when either side is empty.
+    """
+    own = np.ones(n_labelled + len(teacher), dtype=bool)
+    own[n_labelled:] = [item.key in own_keys for item in teacher.items]
+    n_own, n_pool = int(own.sum()), int((~own).sum())
+    if n_own == 0 or n_pool == 0:
+        return None
+    weights = np.where(own, share / n_own, (1.0 - share) / n_pool)
+    return torch.as_tensor(weights, dtype=torch.double)

@@ -431,3 +431,51 @@ def test_a_drawn_view_takes_the_probes_scores_on_the_mixed_audio(extracted, corp
     expected = read_views(extracted, key)["embedding"][view].astype(np.float32)[:3] * 2.0
     np.testing.assert_allclose(views[index]["teacher_logits"].numpy(), expected, rtol=1e-6)
     assert len(calls) == at_init  # scored once per file when built, not once per item
+
+
+def test_labelled_share_sets_how_often_the_labelled_recordings_are_drawn(extracted, corpus,
+                                                                         tmp_path):
+    from torch.utils.data import WeightedRandomSampler
+
+    from datasets.dataset_factory import build_data
+    from distillation.datasets.soft_label_dataset import soft_label_key
+    from distillation.training_setup import add_teacher_windows
+    from training.run import make_loaders
+
+    def loaders_for(share: str):
+        cfg = _config(corpus, extracted, tmp_path, f"dataset.unlabelled_dirs=[{corpus / 'field'}]",
+                      f"distillation.labelled_share={share}")
+        data = build_data(cfg)
+        teacher = add_teacher_windows(cfg, data, SoftLabelStore(extracted), embeddings=True,
+                                      all_windows=True)
+        own = {soft_label_key(r.source, r.path) for r in data.recordings if r.split == "train"}
+        return make_loaders(cfg, data), data, teacher, own
+
+    uniform, *_ = loaders_for("null")
+    assert not isinstance(uniform["train"].sampler, WeightedRandomSampler)
+
+    loaders, data, teacher, own = loaders_for("0.8")
+    train = data.datasets["train"]
+    n_labelled = len(train.labelled)
+    is_own = [i < n_labelled or teacher.items[i - n_labelled].key in own
+              for i in range(len(train))]
+    assert any(is_own) and not all(is_own)
+    sampler = loaders["train"].sampler
+    assert isinstance(sampler, WeightedRandomSampler) and len(sampler) == len(train)
+    torch.manual_seed(0)
+    draws = [i for _ in range(400) for i in sampler]
+    share = np.mean([is_own[i] for i in draws])
+    assert abs(share - 0.8) < 0.05  # uniform drawing would give the labelled side's own share
+    assert abs(np.mean(is_own) - 0.8) > 0.1
+    # The validation and test loaders are untouched.
+    assert not isinstance(loaders["test"].sampler, WeightedRandomSampler)
+
+
+@pytest.mark.parametrize("share", ["1.5", "0", "abc"])
+def test_a_labelled_share_outside_0_1_is_a_config_error(extracted, corpus, tmp_path, share):
+    from common.errors import ConfigError
+    from training.config_checks import check_training_config
+
+    cfg = _config(corpus, extracted, tmp_path, f"distillation.labelled_share={share}")
+    with pytest.raises(ConfigError, match="distillation.labelled_share"):
+        check_training_config(cfg)
