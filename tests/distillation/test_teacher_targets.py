@@ -469,6 +469,13 @@ def test_labelled_share_sets_how_often_the_labelled_recordings_are_drawn(extract
     assert abs(np.mean(is_own) - 0.8) > 0.1
     # The validation and test loaders are untouched.
     assert not isinstance(loaders["test"].sampler, WeightedRandomSampler)
+    # Draws come from the loader's generator, whose state a checkpoint saves: a resumed run
+    # with that state draws the same epoch.
+    saved = loaders["train"].generator.get_state()
+    epoch = list(sampler)
+    resumed, *_ = loaders_for("0.8")
+    resumed["train"].generator.set_state(saved)
+    assert list(resumed["train"].sampler) == epoch
 
 
 @pytest.mark.parametrize("share", ["1.5", "0", "abc"])
