@@ -141,6 +141,9 @@ def make_loaders(cfg: DictConfig, data: DataBundle,
         sampler = None
         weights = getattr(dataset, "sampling_weights", None) if split == "train" else None
         if env.enabled:
+            if weights is not None:
+                log.warning("distillation.labelled_share is not applied under torchrun: each "
+                            "rank draws every window equally often")
             sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                          shuffle=split == "train", seed=int(cfg.seed))
         elif weights is not None:

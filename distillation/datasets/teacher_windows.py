@@ -192,7 +192,6 @@ class CombinedTrainingSet(Dataset):
         return item
 
 
-
 def labelled_side_weights(n_labelled: int, teacher: TeacherWindowDataset,
                           own_keys: set[str], share: float) -> torch.Tensor | None:
     """Per-window draw weights so that ``share`` of the draws come from the labelled side.
