@@ -24,9 +24,7 @@ from common.classes import NO_BIRDS
 from common.safe_paths import StorageError
 from common.skipped_files import SkippedFile
 from datasets.audio_cache import DecodedAudioCache
-from datasets.audio_utils import (
-    AudioLoadError,
-)
+from datasets.audio_utils import AudioLoadError, pad_or_crop
 from datasets.augmentation import mix_at_snr, random_snr_db
 from datasets.manifest_files import source_file
 from datasets.windows import WindowSettings, training_window_starts
@@ -225,10 +223,10 @@ class WindowDataset(Dataset):
             offset = int((torch.rand(()) * 2 - 1).item() * self.max_shift_s * self.sample_rate)
             start = min(max(0, start + offset), max(0, len(audio) - self.clip_samples))
         if speed == 1.0:
-            window = np.zeros(self.clip_samples, dtype=np.float32)
-            piece = audio[start : start + self.clip_samples]
-            window[: len(piece)] = piece
-            return torch.from_numpy(window)
+            # A copy: the cache's arrays are shared (and may be read-only memory maps), and
+            # augmentations may work in place.
+            window = pad_or_crop(audio, self.clip_samples, start)
+            return torch.from_numpy(np.array(window, dtype=np.float32))
         return torch.from_numpy(resample_around(audio, start, self.clip_samples, speed))
 
     def _random_speed(self) -> float:
