@@ -315,14 +315,20 @@ class BirdNetTeacher:
         ``experimental_preserve_all_tensors``, which costs ~35% more time per window.
         """
         if self._embedding_solver is None:
-            tensors = {t["name"]: t["index"] for t in self._interpreter.get_tensor_details()}
-            weights = self._interpreter.get_tensor(tensors[_DENSE_WEIGHTS]).astype(np.float64)
-            bias = self._interpreter.get_tensor(tensors[_DENSE_BIAS]).astype(np.float64)
+            weights, bias = (a.astype(np.float64) for a in self.output_layer())
             solver = np.linalg.pinv(weights)  # (1024, 6522)
             self._embedding_solver = solver.astype(np.float32)
             self._embedding_offset = (solver @ bias).astype(np.float32)
         logits = np.atleast_2d(np.asarray(logits, dtype=np.float32))
         return logits @ self._embedding_solver.T - self._embedding_offset
+
+    def output_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """BirdNET's affine output layer: weights (6522, 1024) and bias (6522,), float32, so
+        that ``logits = embedding @ weights.T + bias``."""
+        tensors = {t["name"]: t["index"] for t in self._interpreter.get_tensor_details()}
+        weights = self._interpreter.get_tensor(tensors[_DENSE_WEIGHTS]).astype(np.float32)
+        bias = self._interpreter.get_tensor(tensors[_DENSE_BIAS]).astype(np.float32)
+        return weights, bias
 
     def logits_and_embeddings(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits (n, 6522) and embeddings (n, 1024) of 48 kHz windows, one model pass."""

@@ -11,9 +11,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
-from birdnet.teacher import EMBEDDING_DIM
+from birdnet.teacher import EMBEDDING_DIM, BirdNetTeacher
 from common.errors import ConfigError
 from datasets.dataset_factory import DataBundle
 from datasets.unlabelled import UNLABELLED_KEY_PREFIX
@@ -201,7 +202,8 @@ def check_embedding_dim(cfg: DictConfig) -> None:
     dim = int(cfg.model.get("embedding_dim") or 0)
     if dim != EMBEDDING_DIM:
         raise ConfigError(
-            f"distillation.embedding_weight > 0 distils BirdNET's {EMBEDDING_DIM}-d embedding, "
+            f"distillation.embedding_weight > 0 (or distillation.birdnet_logit_weight > 0) "
+            f"distils BirdNET's {EMBEDDING_DIM}-d embedding, "
             f"but model.embedding_dim={dim}: set model.embedding_dim={EMBEDDING_DIM}"
         )
 
@@ -217,10 +219,13 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     loss_type = str(cfg.loss.type)
     pretrain = str(cfg.training.stage) == PRETRAIN
     embedding_weight = float(cfg.distillation.embedding_weight)
+    logit_weight = float(cfg.distillation.get("birdnet_logit_weight") or 0.0)
+    # Either embedding term reads BirdNET's embedding through the projection head.
+    uses_embedding = embedding_weight > 0 or logit_weight > 0
     probe_teacher = check_teacher_classifier(
         str(cfg.distillation.get("teacher_classifier", "birdnet"))) == "linear_probe"
     all_windows = bool(cfg.distillation.all_windows) or pretrain
-    extended = embedding_weight > 0 or all_windows or bool(data.unlabelled)
+    extended = uses_embedding or all_windows or bool(data.unlabelled)
     if probe_teacher and pretrain:
         log.warning("training.stage=pretrain has no labels to fit the linear-probe teacher on "
                     "(distillation.teacher_classifier=linear_probe): pre-training learns "
@@ -228,7 +233,7 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     if str(cfg.training.monitor) == "val_embedding_cosine" and embedding_weight == 0:
         raise ConfigError("training.monitor=val_embedding_cosine needs embedding distillation: "
                           "set distillation.embedding_weight > 0 (and model.embedding_dim=1024)")
-    if pretrain and alpha == 0 and embedding_weight == 0:
+    if pretrain and alpha == 0 and not uses_embedding:
         raise ConfigError("training.stage=pretrain learns from teacher targets alone: set "
                           "distillation.embedding_weight > 0 or distillation.alpha > 0")
     if probe_teacher and not (alpha > 0 or needs_teacher(loss_type, alpha)):
@@ -242,9 +247,9 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
                 "dataset.soft_labels_path (run extract_soft_labels.py first), or use "
                 "--config-name=pure_focal_config for a loss without a teacher."
             )
-        if embedding_weight > 0:
+        if uses_embedding:
             check_embedding_dim(cfg)
-        store = attach_soft_labels(cfg, data, embeddings=embedding_weight > 0 or probe_teacher)
+        store = attach_soft_labels(cfg, data, embeddings=uses_embedding or probe_teacher)
     probe = attach_probe_teacher(cfg, data, store) if probe_teacher and not pretrain else None
     # Without its probe (warned above) the windows without a label get no class targets.
     unlabelled_alpha = 0.0 if probe_teacher and probe is None else alpha
@@ -256,10 +261,10 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     teacher_windows = None
     if all_windows or data.unlabelled:
         teacher_windows = add_teacher_windows(cfg, data, store,
-                                              embedding_weight > 0 or probe_teacher,
+                                              uses_embedding or probe_teacher,
                                               all_windows, probe)
     mean = scale = None
-    if embedding_weight > 0 and bool(cfg.distillation.get("embedding_standardize", False)):
+    if uses_embedding and bool(cfg.distillation.get("embedding_standardize", False)):
         # Statistics of the training side only (its recordings and the unlabelled pool).
         keys = ({item.key for item in teacher_windows.items} if teacher_windows is not None
                 else set())
@@ -273,4 +278,13 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         embedding_weight=embedding_weight,
         embedding_loss=str(cfg.distillation.embedding_loss), pretrain=pretrain,
         embedding_mean=mean, embedding_scale=scale,
+        logit_weight=logit_weight,
+        logit_temperature=float(cfg.distillation.get("birdnet_logit_temperature") or 2.0),
+        output_layer=birdnet_output_layer() if logit_weight > 0 else None,
     )
+
+
+def birdnet_output_layer() -> tuple[torch.Tensor, torch.Tensor]:
+    """BirdNET's output layer (weights (6522, 1024), bias (6522,)) read from its model file."""
+    weight, bias = BirdNetTeacher(num_threads=1).output_layer()
+    return torch.from_numpy(weight), torch.from_numpy(bias)

@@ -28,6 +28,15 @@ projection and BirdNET's embedding:
 ``smooth_l1``
     Huber loss on the raw vectors (matches magnitudes too).
 
+With ``logit_weight`` (``distillation.birdnet_logit_weight``) a fourth term reads the
+projection through BirdNET's own output layer (logits = W e + b over all 6522 classes, the
+weights taken from the model file) and matches the teacher's class distribution there:
+``T^2 * KL(softmax(W e_teacher + b) / T || softmax(W e_student + b) / T)``. The cosine treats
+every direction of the embedding alike; this term weighs them by how much they change what
+BirdNET hears (which birds, which non-event sounds), and also fixes the projection's scale,
+which the cosine leaves free. The student's projection is de-standardised first when the
+target is standardised.
+
 In the pre-training stage (``pretrain=True``) labels are ignored: every window is
 teacher-only.
 
@@ -96,6 +105,9 @@ class TeacherTargetsLoss(nn.Module):
         pretrain: bool = False,
         embedding_mean: torch.Tensor | None = None,
         embedding_scale: torch.Tensor | None = None,
+        logit_weight: float = 0.0,
+        logit_temperature: float = 2.0,
+        output_layer: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         if embedding_loss not in EMBEDDING_LOSSES:
@@ -109,18 +121,51 @@ class TeacherTargetsLoss(nn.Module):
         self.soft_target = soft_target
         self.embedding_weight = float(embedding_weight)
         self.embedding_loss = embedding_loss
+        if logit_weight < 0:
+            raise ValueError(f"distillation.birdnet_logit_weight must be >= 0, got {logit_weight}")
+        if logit_weight > 0 and output_layer is None:
+            raise ValueError("distillation.birdnet_logit_weight > 0 needs BirdNET's output layer")
+        if logit_temperature <= 0:
+            raise ValueError("distillation.birdnet_logit_temperature must be > 0, "
+                             f"got {logit_temperature}")
         self.pretrain = pretrain
         standardize = embedding_mean is not None and embedding_scale is not None
         self.register_buffer("embedding_mean", embedding_mean if standardize else None)
         self.register_buffer("embedding_scale", embedding_scale if standardize else None)
+        self.logit_weight = float(logit_weight)
+        self.logit_temperature = float(logit_temperature)
+        # BirdNET's output layer: 27 MB that any run can rebuild from the model file, so it
+        # stays out of state dicts (persistent=False).
+        weight, bias = output_layer if logit_weight > 0 else (None, None)
+        self.register_buffer("output_weight", weight, persistent=False)
+        self.register_buffer("output_bias", bias, persistent=False)
         # The trainer asks the model for its projection only when a loss reads it.
-        self.needs_student_embedding = self.embedding_weight > 0
+        self.needs_student_embedding = self.embedding_weight > 0 or self.logit_weight > 0
 
     def embedding_target(self, teacher: torch.Tensor) -> torch.Tensor:
         """What the projection head learns: BirdNET's embedding, standardised when set."""
         if self.embedding_mean is None:
             return teacher
         return (teacher.float() - self.embedding_mean) / self.embedding_scale
+
+    def raw_embedding(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`embedding_target`: the projection in BirdNET's own embedding space."""
+        if self.embedding_mean is None:
+            return standardized
+        return standardized * self.embedding_scale + self.embedding_mean
+
+    def birdnet_logit_terms(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Per-item ``T^2 * KL`` (B,) between BirdNET's class distributions read from the
+        teacher's raw embedding and from the student's (standardised) projection."""
+        t = self.logit_temperature
+        student_logits = F.linear(self.raw_embedding(student), self.output_weight,
+                                  self.output_bias)
+        with torch.no_grad():
+            target = F.softmax(F.linear(teacher.float(), self.output_weight,
+                                        self.output_bias) / t, dim=1)
+        log_student = F.log_softmax(student_logits / t, dim=1)
+        kl = (target * (torch.log(target.clamp_min(1e-12)) - log_student)).sum(dim=1)
+        return kl * t * t
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         labels = torch.as_tensor(batch["label"], device=logits.device)
@@ -132,19 +177,23 @@ class TeacherTargetsLoss(nn.Module):
             teacher, has_teacher = teacher_inputs(batch, logits)
             soft = soft_loss_terms(logits, teacher, self.temperature, self.soft_target)
             total = total + self.alpha * _masked_mean(soft, has_teacher & ~labelled)
-        if self.embedding_weight > 0:
+        if self.needs_student_embedding:
             if "student_embedding" not in batch:
                 raise KeyError("distillation.embedding_weight > 0 needs the model's projection "
                                "head: set model.embedding_dim")
             if "teacher_embedding" not in batch:
                 raise KeyError("distillation.embedding_weight > 0 but the batches carry no "
                                "teacher embedding (soft labels without embeddings?)")
-            student = batch["student_embedding"]
-            teacher = self.embedding_target(
-                torch.as_tensor(batch["teacher_embedding"], device=student.device))
+            student = batch["student_embedding"].float()
+            raw_teacher = torch.as_tensor(batch["teacher_embedding"], device=student.device)
             has = torch.as_tensor(batch["has_embedding"], device=student.device).bool()
-            terms = embedding_loss_terms(student.float(), teacher.float(), self.embedding_loss)
-            total = total + self.embedding_weight * _masked_mean(terms, has)
+            if self.embedding_weight > 0:
+                teacher = self.embedding_target(raw_teacher)
+                terms = embedding_loss_terms(student, teacher.float(), self.embedding_loss)
+                total = total + self.embedding_weight * _masked_mean(terms, has)
+            if self.logit_weight > 0:
+                terms = self.birdnet_logit_terms(student, raw_teacher)
+                total = total + self.logit_weight * _masked_mean(terms, has)
         return total
 
     def frozen_statistics(self):
@@ -154,7 +203,8 @@ class TeacherTargetsLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, embedding_weight={self.embedding_weight}, "
-                f"embedding_loss='{self.embedding_loss}', pretrain={self.pretrain}, "
+                f"embedding_loss='{self.embedding_loss}', logit_weight={self.logit_weight}, "
+                f"pretrain={self.pretrain}, "
                 f"standardized={self.embedding_mean is not None}")
 
 

@@ -486,3 +486,53 @@ def test_a_labelled_share_outside_0_1_is_a_config_error(extracted, corpus, tmp_p
     cfg = _config(corpus, extracted, tmp_path, f"distillation.labelled_share={share}")
     with pytest.raises(ConfigError, match="distillation.labelled_share"):
         check_training_config(cfg)
+
+
+def test_the_birdnet_logit_term_reads_birdnets_own_output_layer(extracted, corpus, tmp_path):
+    """The layer the term uses turns a stored embedding into the stored logits of all 6522
+    classes, and the recipe trains one step with it."""
+    from datasets.dataset_factory import build_data
+    from distillation.training_setup import distillation_loss_factory
+    from models import build_model
+
+    cfg = _config(corpus, extracted, tmp_path, "distillation.birdnet_logit_weight=0.5",
+                  "distillation.view_prob=0")
+    data = build_data(cfg)
+    loss_fn = distillation_loss_factory(cfg, data)
+    assert loss_fn.logit_weight == 0.5 and loss_fn.output_weight.shape == (N_OUTPUTS,
+                                                                           EMBEDDING_DIM)
+    record = read_record(extracted, "Apus_apus/rec0.wav")
+    logits = torch.nn.functional.linear(torch.from_numpy(record["embedding"].astype("float32")),
+                                        loss_fn.output_weight, loss_fn.output_bias)
+    np.testing.assert_allclose(logits.numpy(), record["all_logits"].astype(np.float32),
+                               atol=0.05)
+    train = data.datasets["train"]
+    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
+    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM, channels=16,
+                        gru_hidden=16, n_blocks=2)
+    out, embedding = model(batch["audio"], return_embedding=True)
+    loss = loss_fn(out, {**batch, "student_embedding": embedding})
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss) > 0
+
+
+@pytest.mark.parametrize("setting", ["distillation.birdnet_logit_weight=-1",
+                                     "distillation.birdnet_logit_temperature=0"])
+def test_a_bad_birdnet_logit_setting_is_a_config_error(extracted, corpus, tmp_path, setting):
+    from common.errors import ConfigError
+    from training.config_checks import check_training_config
+
+    cfg = _config(corpus, extracted, tmp_path, setting)
+    with pytest.raises(ConfigError, match=setting.split("=")[0]):
+        check_training_config(cfg)
+
+
+def test_the_birdnet_logit_term_needs_the_projection_head(extracted, corpus, tmp_path):
+    from common.errors import ConfigError
+    from datasets.dataset_factory import build_data
+    from distillation.training_setup import distillation_loss_factory
+
+    cfg = _config(corpus, extracted, tmp_path, "distillation.embedding_weight=0",
+                  "distillation.birdnet_logit_weight=1", "model.embedding_dim=0")
+    with pytest.raises(ConfigError, match="birdnet_logit_weight > 0.*model.embedding_dim=1024"):
+        distillation_loss_factory(cfg, build_data(cfg))
