@@ -279,7 +279,7 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         embedding_loss=str(cfg.distillation.embedding_loss), pretrain=pretrain,
         embedding_mean=mean, embedding_scale=scale,
         logit_weight=logit_weight,
-        logit_temperature=float(cfg.distillation.get("birdnet_logit_temperature") or 2.0),
+        logit_temperature=float(cfg.distillation.get("birdnet_logit_temperature", 2.0)),
         output_layer=birdnet_output_layer() if logit_weight > 0 else None,
     )
 

@@ -157,15 +157,11 @@ class TeacherTargetsLoss(nn.Module):
     def birdnet_logit_terms(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """Per-item ``T^2 * KL`` (B,) between BirdNET's class distributions read from the
         teacher's raw embedding and from the student's (standardised) projection."""
-        t = self.logit_temperature
         student_logits = F.linear(self.raw_embedding(student), self.output_weight,
                                   self.output_bias)
         with torch.no_grad():
-            target = F.softmax(F.linear(teacher.float(), self.output_weight,
-                                        self.output_bias) / t, dim=1)
-        log_student = F.log_softmax(student_logits / t, dim=1)
-        kl = (target * (torch.log(target.clamp_min(1e-12)) - log_student)).sum(dim=1)
-        return kl * t * t
+            teacher_logits = F.linear(teacher.float(), self.output_weight, self.output_bias)
+        return soft_loss_terms(student_logits, teacher_logits, self.logit_temperature, "softmax")
 
     def forward(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         labels = torch.as_tensor(batch["label"], device=logits.device)
