@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--views", type=int, default=0,
                         help="label K augmented views of every window (mixes of two windows, "
                         "background, gain, shift), labelled by BirdNET on the mixed audio")
+    parser.add_argument("--view_pitch_semitones", type=float, default=0.0,
+                        help="move each view's window in pitch (and tempo) by up to this "
+                        "many semitones, up or down (0-12; 0 = never)")
+    parser.add_argument("--view_partner_prob", type=float, default=1.0,
+                        help="chance that a view mixes in a window of another file")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the views (the same seed gives the same views)")
     parser.add_argument("--cache_dir", default=".cache/audio",
@@ -123,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             views=args.views,
             seed=args.seed,
             cache_dir=args.cache_dir,
+            view_pitch_semitones=args.view_pitch_semitones,
+            view_partner_prob=args.view_partner_prob,
         )
     except (UnknownSpeciesError, ExtractionError, DatasetError, ShardError, ViewError,
             StorageError) as error:

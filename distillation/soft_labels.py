@@ -301,6 +301,8 @@ def extract_soft_labels(
     views: int = 0,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    view_pitch_semitones: float = 0.0,
+    view_partner_prob: float = 1.0,
 ) -> ExtractionSummary:
     """Compute and store BirdNET's soft labels for every window of every file.
 
@@ -313,12 +315,21 @@ def extract_soft_labels(
     Every record holds BirdNET's embedding; ``store_all_logits`` adds all 6522 logits. Files
     of ``unlabelled_dirs`` are labelled under ``unlabelled/<folder name>/<path>``. ``views``
     > 0 then labels that many augmented views of every window (``distillation.views``),
-    reproducibly from ``seed``; their 48 kHz audio is cached in ``cache_dir``.
+    reproducibly from ``seed``; their 48 kHz audio is cached in ``cache_dir``. A view's
+    anchor moves in pitch by up to +-``view_pitch_semitones`` and has a partner window mixed
+    in with chance ``view_partner_prob`` (distillation/views.py).
     """
     started = time.perf_counter()
     _check_request(hop, workers, threads, location)
     if views < 0:
         raise ExtractionError(f"--views must be 0 or more, got {views}")
+    if views:
+        from distillation.views import ViewSettings
+
+        # Refuses bad view settings before BirdNET runs (ViewError).
+        view_settings = ViewSettings(views=int(views), seed=int(seed),
+                                     partner_prob=float(view_partner_prob),
+                                     pitch_semitones=float(view_pitch_semitones))
     if views and shard is not None:
         raise ExtractionError(
             "--views mixes windows of all files, so it cannot run on one shard: merge the "
@@ -408,9 +419,8 @@ def extract_soft_labels(
         summary.seconds = time.perf_counter() - started
         _write_metadata(output, base, done, summary, status)
     if views:
-        from distillation.views import ViewSettings, extract_views
+        from distillation.views import extract_views
 
-        view_settings = ViewSettings(views=int(views), seed=int(seed))
         base["views"] = extract_views(
             output, digest, view_settings, {key: entry for key, entry in done.items()},
             {task.key: task.path for task in tasks}, labeller_args, teacher, cache_dir,

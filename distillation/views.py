@@ -8,15 +8,20 @@ the student sees). BirdNET is the slow part, so views are computed once, at extr
 
 A view of a teacher window (anchor) is::
 
-    gain * (anchor shifted by up to +-shift_s
-            + partner_gain * a window of another file
-            + background_gain * a bird-free window)      (background with background_prob)
+    gain * (anchor shifted by up to +-shift_s, played at speed `rate`
+            + partner_gain * a window of another file   (with partner_prob)
+            + background_gain * a bird-free window)      (with background_prob)
 
-with linear gains drawn from dB ranges. The partner is any window of any labelled file
-(bird, unlabelled, no_birds); the background comes from the no-birds pool: windows in which
-BirdNET hears no bird at all (every species' confidence below ``bird_free_below``). Every
-random choice comes from a generator seeded by (seed, anchor key), so the views of a file do
-not depend on the order files are processed in, and the same seed gives the same views.
+with linear gains drawn from dB ranges. ``rate`` is 2^(s/12) for s drawn within
++-pitch_semitones (1 when that is 0): the anchor's pitch moves by s semitones and its tempo
+with it, as when the same song is sung higher and faster. BirdNET then says what the shifted
+song is, so the student learns a species over the pitches BirdNET still calls it, not a
+blanket invariance that would also blur species told apart by pitch. The partner is any
+window of any labelled file (bird, unlabelled, no_birds); the background comes from the
+no-birds pool: windows in which BirdNET hears no bird at all (every species' confidence
+below ``bird_free_below``). Every random choice comes from a generator seeded by (seed,
+anchor key), so the views of a file do not depend on the order files are processed in, and
+the same seed gives the same views.
 
 The recipe (keys, starts, gains) is stored next to the teacher's outputs in
 ``<output>/views/<key>.npz``, so the training side rebuilds the very same audio from its own
@@ -24,6 +29,7 @@ decoded copy (at the student's sample rate: resampling and mixing are both linea
 then resampling equals resampling then mixing):
 
     window, anchor_start, gain          (m,)  anchor window row, its shifted start (s), gain
+    [rate]                              (m,)  anchor speed (absent in views made before it: 1)
     partner_key, partner_start, partner_gain            (m,)
     background_key ('' = none), background_start, background_gain     (m,)
     target_logits, nonevent_logits, non_target_max_logit, no_birds_logit, embedding
@@ -47,10 +53,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import signal
 from tqdm import tqdm
 
 from birdnet.teacher import SAMPLE_RATE, WINDOW_S, BirdNetTeacher, prob_to_logit
 from common.content_hash import Match, SourceStamp, restamp_npz
+from common.errors import UserError
 from common.file_io import write_atomic
 from datasets.audio_cache import DecodedAudioCache
 from datasets.audio_utils import AudioLoadError, pad_or_crop
@@ -65,11 +73,15 @@ from distillation.window_labeller import WindowLabeller, concat_signals
 log = logging.getLogger(__name__)
 
 VIEWS_DIRNAME = "views"
-RECIPE_ARRAYS = ("window", "anchor_start", "gain", "partner_key", "partner_start",
+RECIPE_ARRAYS = ("window", "anchor_start", "gain", "rate", "partner_key", "partner_start",
                  "partner_gain", "background_key", "background_start", "background_gain")
+# Settings added after views were first stored: at these values they leave out of the settings
+# hash, so views made before them stay valid.
+_LATER_SETTINGS = {"partner_prob": 1.0, "pitch_semitones": 0.0}
+MAX_PITCH_SEMITONES = 12.0
 
 
-class ViewError(ValueError):
+class ViewError(UserError, ValueError):
     """Views that cannot be computed as asked; the message says what to do."""
 
 
@@ -84,10 +96,26 @@ class ViewSettings:
     background_gain_db: tuple[float, float] = (-12.0, 0.0)
     # A window is bird-free when BirdNET's confidence for every species is below this.
     bird_free_below: float = 0.1
+    # Chance that a view mixes in a window of another file.
+    partner_prob: float = 1.0
+    # The anchor's pitch (and tempo) moves by up to +- this many semitones; 0 = never.
+    pitch_semitones: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.partner_prob <= 1.0:
+            raise ViewError(f"the partner probability must be in [0, 1], got "
+                            f"{self.partner_prob}")
+        if not 0.0 <= self.pitch_semitones <= MAX_PITCH_SEMITONES:
+            raise ViewError(f"the pitch shift must be 0-{MAX_PITCH_SEMITONES:g} semitones, "
+                            f"got {self.pitch_semitones}")
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        settings = {k: list(v) if isinstance(v, tuple) else v
+                    for k, v in dataclasses.asdict(self).items()}
+        for name, unchanged in _LATER_SETTINGS.items():
+            if settings[name] == unchanged:
+                del settings[name]
+        return settings
 
 
 def views_path(output: str | Path, key: str) -> Path:
@@ -163,10 +191,20 @@ def plan_views(key: str, starts: np.ndarray, duration_s: float, pool: ViewPool,
             use_background, [pool.keys[f] for f in pool.window_file[chosen]], "")
         background_start = np.where(use_background, pool.window_start[chosen], 0.0)
     background_gain = _db(rng, settings.background_gain_db, m) * (background_key != "")
+    # Drawn after everything above, so views made before these settings keep their recipe.
+    if settings.partner_prob < 1.0:
+        keep = rng.random(m) < settings.partner_prob
+        partner_key = np.where(keep, partner_key, "")
+        partner_start = np.where(keep, partner_start, 0.0)
+        partner_gain = partner_gain * keep
+    rate = np.ones(m)
+    if settings.pitch_semitones > 0:
+        rate = 2.0 ** (rng.uniform(-settings.pitch_semitones, settings.pitch_semitones, m) / 12.0)
     return {
         "window": window.astype(np.int32),
         "anchor_start": anchor_start,
         "gain": gain.astype(np.float32),
+        "rate": rate.astype(np.float64),
         "partner_key": np.asarray(partner_key, dtype=str),
         "partner_start": np.asarray(partner_start, dtype=np.float64),
         "partner_gain": np.asarray(partner_gain, dtype=np.float32),
@@ -188,12 +226,25 @@ def cut_window(audio: np.ndarray, sample_rate: int, clip_s: float,
     return pad_or_crop(np.asarray(audio), samples, first)
 
 
+def speed_window(audio: np.ndarray, sample_rate: int, clip_s: float, teacher_start: float,
+                 rate: float) -> np.ndarray:
+    """Like :func:`cut_window`, but played ``rate`` times faster: ``clip_s * rate`` seconds
+    around the same centre squeezed into ``clip_s`` (every frequency times ``rate``).
+    Band-limited (FFT) resampling, so nothing above the new Nyquist folds back."""
+    if rate == 1.0:
+        return cut_window(audio, sample_rate, clip_s, teacher_start)
+    samples = int(round(clip_s * sample_rate))
+    source = cut_window(audio, sample_rate, clip_s * rate, teacher_start)
+    return signal.resample(source.astype(np.float64), samples).astype(np.float32)
+
+
 def mix_view(audio_of: Callable[[str], np.ndarray], sample_rate: int, clip_s: float,
              anchor_key: str, recipe: dict[str, np.ndarray], row: int) -> np.ndarray:
     """The audio of view ``row`` at ``sample_rate``, ``clip_s`` long (centred on the teacher's
     3 s window when the clip is shorter or longer); ``audio_of(key)`` gives a file's audio."""
-    mix = cut_window(audio_of(anchor_key), sample_rate, clip_s,
-                     float(recipe["anchor_start"][row])).astype(np.float32)
+    rate = float(recipe["rate"][row]) if "rate" in recipe else 1.0
+    mix = speed_window(audio_of(anchor_key), sample_rate, clip_s,
+                       float(recipe["anchor_start"][row]), rate).astype(np.float32)
     for part in ("partner", "background"):
         key = str(recipe[f"{part}_key"][row])
         if key:
