@@ -79,6 +79,7 @@ RECIPE_ARRAYS = ("window", "anchor_start", "gain", "rate", "partner_key", "partn
 # hash, so views made before them stay valid.
 _LATER_SETTINGS = {"partner_prob": 1.0, "pitch_semitones": 0.0}
 MAX_PITCH_SEMITONES = 12.0
+_RESAMPLE_MARGIN_S = 0.1
 
 
 class ViewError(UserError, ValueError):
@@ -233,9 +234,14 @@ def speed_window(audio: np.ndarray, sample_rate: int, clip_s: float, teacher_sta
     Band-limited (FFT) resampling, so nothing above the new Nyquist folds back."""
     if rate == 1.0:
         return cut_window(audio, sample_rate, clip_s, teacher_start)
+    # FFT resampling treats its input as periodic and rings where the ends do not meet: a
+    # margin on both sides takes the ringing, and is cut off afterwards.
+    margin = int(round(_RESAMPLE_MARGIN_S * sample_rate))
     samples = int(round(clip_s * sample_rate))
-    source = cut_window(audio, sample_rate, clip_s * rate, teacher_start)
-    return signal.resample(source.astype(np.float64), samples).astype(np.float32)
+    source = cut_window(audio, sample_rate, (samples + 2 * margin) / sample_rate * rate,
+                        teacher_start)
+    longer = signal.resample(source.astype(np.float64), samples + 2 * margin)
+    return longer[margin : margin + samples].astype(np.float32)
 
 
 def mix_view(audio_of: Callable[[str], np.ndarray], sample_rate: int, clip_s: float,
