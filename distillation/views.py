@@ -81,7 +81,7 @@ RECIPE_ARRAYS = ("window", "anchor_start", "gain", "rate", "partner_key", "partn
 _LATER_SETTINGS = {"partner_prob": 1.0, "pitch_semitones": 0.0}
 MAX_PITCH_SEMITONES = 12.0
 _RESAMPLE_MARGIN_S = 0.1
-_MAX_RATE_DENOMINATOR = 64
+_MAX_RATE_DENOMINATOR = 256
 
 
 class ViewError(UserError, ValueError):
@@ -235,9 +235,9 @@ def speed_window(audio: np.ndarray, sample_rate: int, clip_s: float, teacher_sta
     around the same centre squeezed into ``clip_s`` (every frequency times ``rate``).
 
     Polyphase resampling by the fraction closest to ``rate`` with a denominator of at most
-    64 (within 0.05 %, a hundredth of a semitone, and the same at every sample rate, so the
-    student hears the pitch BirdNET was given); its low-pass keeps content above the new
-    Nyquist from folding back."""
+    256 (within 0.2 %, 0.03 semitones, of the rate drawn, and the same fraction at every
+    sample rate, so the student hears the pitch BirdNET was given); its low-pass keeps
+    content above the new Nyquist from folding back."""
     if rate == 1.0:
         return cut_window(audio, sample_rate, clip_s, teacher_start)
     ratio = Fraction(float(rate)).limit_denominator(_MAX_RATE_DENOMINATOR)
