@@ -297,8 +297,8 @@ def _ensure_soft_labels(cfg: DictConfig, class_names: list[str]) -> None:
         unlabelled_dirs=[str(d) for d in cfg.dataset.get("unlabelled_dirs") or []],
         views=int(cfg.evaluation.views), seed=int(cfg.seed),
         cache_dir=cfg.dataset.cache_dir,
-        view_pitch_semitones=float(cfg.evaluation.get("view_pitch_semitones", 0.0)),
-        view_partner_prob=float(cfg.evaluation.get("view_partner_prob", 1.0)),
+        view_pitch_semitones=float(cfg.evaluation.view_pitch_semitones),
+        view_partner_prob=float(cfg.evaluation.view_partner_prob),
     )
     log.info("Soft labels in %s: %d files computed, %d reused", summary.output,
              summary.computed, summary.reused)
