@@ -220,8 +220,9 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
     pretrain = str(cfg.training.stage) == PRETRAIN
     embedding_weight = float(cfg.distillation.embedding_weight)
     logit_weight = float(cfg.distillation.get("birdnet_logit_weight") or 0.0)
-    # Either embedding term reads BirdNET's embedding through the projection head.
-    uses_embedding = embedding_weight > 0 or logit_weight > 0
+    contrastive_weight = float(cfg.distillation.get("embedding_contrastive_weight") or 0.0)
+    # Each embedding term reads BirdNET's embedding through the projection head.
+    uses_embedding = embedding_weight > 0 or logit_weight > 0 or contrastive_weight > 0
     probe_teacher = check_teacher_classifier(
         str(cfg.distillation.get("teacher_classifier", "birdnet"))) == "linear_probe"
     all_windows = bool(cfg.distillation.all_windows) or pretrain
@@ -281,6 +282,9 @@ def distillation_loss_factory(cfg: DictConfig, data: DataBundle) -> LossFn:
         logit_weight=logit_weight,
         logit_temperature=float(cfg.distillation.get("birdnet_logit_temperature", 2.0)),
         output_layer=birdnet_output_layer() if logit_weight > 0 else None,
+        contrastive_weight=contrastive_weight,
+        contrastive_temperature=float(
+            cfg.distillation.get("embedding_contrastive_temperature", 0.1)),
     )
 
 

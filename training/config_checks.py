@@ -116,6 +116,9 @@ def _check_numbers(check: _Checker) -> None:
     check.number("distillation.labelled_share", low=0, high=1, low_open=True, optional=True)
     check.number("distillation.birdnet_logit_weight", low=0, optional=True)
     check.number("distillation.birdnet_logit_temperature", low=0, low_open=True, optional=True)
+    check.number("distillation.embedding_contrastive_weight", low=0, optional=True)
+    check.number("distillation.embedding_contrastive_temperature", low=0, low_open=True,
+                 optional=True)
     device = str(check.value("training.device"))
     if device not in ("auto", "cpu", "cuda", "mps") and not device.startswith("cuda:"):
         check.problems.append(f"training.device={device!r} is not auto, cpu, cuda or cuda:N")

@@ -37,6 +37,16 @@ BirdNET hears (which birds, which non-event sounds), and also fixes the projecti
 which the cosine leaves free. The student's projection is de-standardised first when the
 target is standardised.
 
+With ``contrastive_weight`` (``distillation.embedding_contrastive_weight``) a relational term
+compares each window with the others of its batch: the student's projection of window ``i``
+is scored against the teacher embeddings of every window ``j`` of the batch
+(``cos(s_i, t_j) / tau``), and that distribution over ``j`` learns the teacher's own
+(``softmax_j cos(t_i, t_j) / tau``): which windows BirdNET hears as alike, rather than where
+each window sits in its 1024 dimensions (contrastive representation distillation, Tian et
+al. 2020). The target peaks on ``i`` itself and spreads over windows BirdNET hears alike (the
+overlapping windows of one recording), so those are not pushed apart. Cross-entropy is linear
+in its target, so mixup's two calls give the mixed window a target of both partners.
+
 In the pre-training stage (``pretrain=True``) labels are ignored: every window is
 teacher-only.
 
@@ -78,6 +88,17 @@ def embedding_loss_terms(student: torch.Tensor, teacher: torch.Tensor,
     raise ValueError(f"distillation.embedding_loss must be one of {EMBEDDING_LOSSES}, got '{kind}'")
 
 
+def contrastive_terms(student: torch.Tensor, teacher: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Per-item relational loss (B,) over the batch (module docstring): cross-entropy between
+    ``softmax_j cos(teacher_i, teacher_j) / T`` and ``softmax_j cos(student_i, teacher_j) / T``."""
+    student_unit = F.normalize(student.float(), dim=1, eps=1e-6)
+    teacher_unit = F.normalize(teacher.detach().float(), dim=1, eps=1e-6)
+    student_scores = student_unit @ teacher_unit.T / temperature
+    target = torch.softmax(teacher_unit @ teacher_unit.T / temperature, dim=1)
+    return -(target * torch.log_softmax(student_scores, dim=1)).sum(dim=1)
+
+
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     # 0 (still attached to the graph) when no item qualifies.
     return (values * mask).sum() / mask.sum().clamp_min(1)
@@ -108,6 +129,8 @@ class TeacherTargetsLoss(nn.Module):
         logit_weight: float = 0.0,
         logit_temperature: float = 2.0,
         output_layer: tuple[torch.Tensor, torch.Tensor] | None = None,
+        contrastive_weight: float = 0.0,
+        contrastive_temperature: float = 0.1,
     ):
         super().__init__()
         if embedding_loss not in EMBEDDING_LOSSES:
@@ -128,6 +151,14 @@ class TeacherTargetsLoss(nn.Module):
         if logit_temperature <= 0:
             raise ValueError("distillation.birdnet_logit_temperature must be > 0, "
                              f"got {logit_temperature}")
+        if contrastive_weight < 0:
+            raise ValueError("distillation.embedding_contrastive_weight must be >= 0, "
+                             f"got {contrastive_weight}")
+        if contrastive_temperature <= 0:
+            raise ValueError("distillation.embedding_contrastive_temperature must be > 0, "
+                             f"got {contrastive_temperature}")
+        self.contrastive_weight = float(contrastive_weight)
+        self.contrastive_temperature = float(contrastive_temperature)
         self.pretrain = pretrain
         standardize = embedding_mean is not None and embedding_scale is not None
         self.register_buffer("embedding_mean", embedding_mean if standardize else None)
@@ -140,7 +171,8 @@ class TeacherTargetsLoss(nn.Module):
         self.register_buffer("output_weight", weight, persistent=False)
         self.register_buffer("output_bias", bias, persistent=False)
         # The trainer asks the model for its projection only when a loss reads it.
-        self.needs_student_embedding = self.embedding_weight > 0 or self.logit_weight > 0
+        self.needs_student_embedding = (self.embedding_weight > 0 or self.logit_weight > 0
+                                        or self.contrastive_weight > 0)
 
     def embedding_target(self, teacher: torch.Tensor) -> torch.Tensor:
         """What the projection head learns: BirdNET's embedding, standardised when set."""
@@ -190,6 +222,11 @@ class TeacherTargetsLoss(nn.Module):
             if self.logit_weight > 0:
                 terms = self.birdnet_logit_terms(student, raw_teacher)
                 total = total + self.logit_weight * _masked_mean(terms, has)
+            if self.contrastive_weight > 0 and int(has.sum()) >= 2:
+                # Only windows with a teacher embedding take part, as anchors and as others.
+                terms = contrastive_terms(student[has], self.embedding_target(raw_teacher[has]),
+                                          self.contrastive_temperature)
+                total = total + self.contrastive_weight * terms.mean()
         return total
 
     def frozen_statistics(self):
@@ -200,6 +237,7 @@ class TeacherTargetsLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, embedding_weight={self.embedding_weight}, "
                 f"embedding_loss='{self.embedding_loss}', logit_weight={self.logit_weight}, "
+                f"contrastive_weight={self.contrastive_weight}, "
                 f"pretrain={self.pretrain}, "
                 f"standardized={self.embedding_mean is not None}")
 
