@@ -202,8 +202,9 @@ def check_embedding_dim(cfg: DictConfig) -> None:
     dim = int(cfg.model.get("embedding_dim") or 0)
     if dim != EMBEDDING_DIM:
         raise ConfigError(
-            f"distillation.embedding_weight > 0 (or distillation.birdnet_logit_weight > 0) "
-            f"distils BirdNET's {EMBEDDING_DIM}-d embedding, "
+            f"distillation.embedding_weight > 0 (or distillation.birdnet_logit_weight or "
+            f"distillation.embedding_contrastive_weight > 0) distils BirdNET's "
+            f"{EMBEDDING_DIM}-d embedding, "
             f"but model.embedding_dim={dim}: set model.embedding_dim={EMBEDDING_DIM}"
         )
 

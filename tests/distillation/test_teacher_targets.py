@@ -517,7 +517,9 @@ def test_the_birdnet_logit_term_reads_birdnets_own_output_layer(extracted, corpu
 
 
 @pytest.mark.parametrize("setting", ["distillation.birdnet_logit_weight=-1",
-                                     "distillation.birdnet_logit_temperature=0"])
+                                     "distillation.birdnet_logit_temperature=0",
+                                     "distillation.embedding_contrastive_weight=-1",
+                                     "distillation.embedding_contrastive_temperature=0"])
 def test_a_bad_birdnet_logit_setting_is_a_config_error(extracted, corpus, tmp_path, setting):
     from common.errors import ConfigError
     from training.config_checks import check_training_config
@@ -527,12 +529,34 @@ def test_a_bad_birdnet_logit_setting_is_a_config_error(extracted, corpus, tmp_pa
         check_training_config(cfg)
 
 
-def test_the_birdnet_logit_term_needs_the_projection_head(extracted, corpus, tmp_path):
+@pytest.mark.parametrize("term", ["birdnet_logit_weight", "embedding_contrastive_weight"])
+def test_the_birdnet_logit_term_needs_the_projection_head(extracted, corpus, tmp_path, term):
     from common.errors import ConfigError
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
 
     cfg = _config(corpus, extracted, tmp_path, "distillation.embedding_weight=0",
-                  "distillation.birdnet_logit_weight=1", "model.embedding_dim=0")
-    with pytest.raises(ConfigError, match="birdnet_logit_weight > 0.*model.embedding_dim=1024"):
+                  f"distillation.{term}=1", "model.embedding_dim=0")
+    with pytest.raises(ConfigError, match=f"{term}.*model.embedding_dim=1024"):
         distillation_loss_factory(cfg, build_data(cfg))
+
+
+def test_the_relational_term_trains_a_step_of_the_recipe(extracted, corpus, tmp_path):
+    from datasets.dataset_factory import build_data
+    from distillation.training_setup import distillation_loss_factory
+    from models import build_model
+
+    cfg = _config(corpus, extracted, tmp_path, "distillation.embedding_weight=0",
+                  "distillation.embedding_contrastive_weight=0.5", "distillation.view_prob=0")
+    data = build_data(cfg)
+    loss_fn = distillation_loss_factory(cfg, data)
+    assert loss_fn.contrastive_weight == 0.5 and loss_fn.needs_student_embedding
+    train = data.datasets["train"]
+    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
+    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM, channels=16,
+                        gru_hidden=16, n_blocks=2)
+    out, embedding = model(batch["audio"], return_embedding=True)
+    loss = loss_fn(out, {**batch, "student_embedding": embedding})
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss) > 0
+    assert model.projection[-1].weight.grad.abs().sum() > 0
