@@ -488,12 +488,25 @@ def test_a_labelled_share_outside_0_1_is_a_config_error(extracted, corpus, tmp_p
         check_training_config(cfg)
 
 
+def _one_training_step(data, loss_fn) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The loss of a small student on every training window, back-propagated."""
+    from models import build_model
+
+    train = data.datasets["train"]
+    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
+    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM, channels=16,
+                        gru_hidden=16, n_blocks=2)
+    out, embedding = model(batch["audio"], return_embedding=True)
+    loss = loss_fn(out, {**batch, "student_embedding": embedding})
+    loss.backward()
+    return loss, model
+
+
 def test_the_birdnet_logit_term_reads_birdnets_own_output_layer(extracted, corpus, tmp_path):
     """The layer the term uses turns a stored embedding into the stored logits of all 6522
     classes, and the recipe trains one step with it."""
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
-    from models import build_model
 
     cfg = _config(corpus, extracted, tmp_path, "distillation.birdnet_logit_weight=0.5",
                   "distillation.view_prob=0")
@@ -506,13 +519,7 @@ def test_the_birdnet_logit_term_reads_birdnets_own_output_layer(extracted, corpu
                                         loss_fn.output_weight, loss_fn.output_bias)
     np.testing.assert_allclose(logits.numpy(), record["all_logits"].astype(np.float32),
                                atol=0.05)
-    train = data.datasets["train"]
-    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
-    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM, channels=16,
-                        gru_hidden=16, n_blocks=2)
-    out, embedding = model(batch["audio"], return_embedding=True)
-    loss = loss_fn(out, {**batch, "student_embedding": embedding})
-    loss.backward()
+    loss, _ = _one_training_step(data, loss_fn)
     assert torch.isfinite(loss) and float(loss) > 0
 
 
@@ -520,7 +527,7 @@ def test_the_birdnet_logit_term_reads_birdnets_own_output_layer(extracted, corpu
                                      "distillation.birdnet_logit_temperature=0",
                                      "distillation.embedding_contrastive_weight=-1",
                                      "distillation.embedding_contrastive_temperature=0"])
-def test_a_bad_birdnet_logit_setting_is_a_config_error(extracted, corpus, tmp_path, setting):
+def test_a_bad_embedding_term_setting_is_a_config_error(extracted, corpus, tmp_path, setting):
     from common.errors import ConfigError
     from training.config_checks import check_training_config
 
@@ -530,7 +537,7 @@ def test_a_bad_birdnet_logit_setting_is_a_config_error(extracted, corpus, tmp_pa
 
 
 @pytest.mark.parametrize("term", ["birdnet_logit_weight", "embedding_contrastive_weight"])
-def test_the_birdnet_logit_term_needs_the_projection_head(extracted, corpus, tmp_path, term):
+def test_the_embedding_terms_need_the_projection_head(extracted, corpus, tmp_path, term):
     from common.errors import ConfigError
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
@@ -544,19 +551,12 @@ def test_the_birdnet_logit_term_needs_the_projection_head(extracted, corpus, tmp
 def test_the_relational_term_trains_a_step_of_the_recipe(extracted, corpus, tmp_path):
     from datasets.dataset_factory import build_data
     from distillation.training_setup import distillation_loss_factory
-    from models import build_model
 
     cfg = _config(corpus, extracted, tmp_path, "distillation.embedding_weight=0",
                   "distillation.embedding_contrastive_weight=0.5", "distillation.view_prob=0")
     data = build_data(cfg)
     loss_fn = distillation_loss_factory(cfg, data)
     assert loss_fn.contrastive_weight == 0.5 and loss_fn.needs_student_embedding
-    train = data.datasets["train"]
-    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
-    model = build_model("dscnn_gru", n_classes=3, embedding_dim=EMBEDDING_DIM, channels=16,
-                        gru_hidden=16, n_blocks=2)
-    out, embedding = model(batch["audio"], return_embedding=True)
-    loss = loss_fn(out, {**batch, "student_embedding": embedding})
-    loss.backward()
+    loss, model = _one_training_step(data, loss_fn)
     assert torch.isfinite(loss) and float(loss) > 0
     assert model.projection[-1].weight.grad.abs().sum() > 0
